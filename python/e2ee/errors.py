@@ -1,0 +1,97 @@
+"""Every exception e2ee raises.
+
+The Rust core raises the SFrame errors below directly (it imports this module), so a
+caller catches the same classes whichever layer failed.  Authentication failures are
+deliberately opaque: :class:`AuthenticationFailed` never says which byte or check
+failed, so it cannot serve as an oracle.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationFailed",
+    "CounterExhausted",
+    "DecryptionInternalError",
+    "E2eeError",
+    "EncryptionInternalError",
+    "EncryptionSecretMismatch",
+    "EncryptionSecretMissing",
+    "InvalidEncryptionSecret",
+    "InvalidLength",
+    "MalformedHeader",
+    "ReplayedFrame",
+    "SFrameError",
+    "UnknownKeyId",
+    "UnsupportedCipherSuite",
+]
+
+
+class E2eeError(Exception):
+    """Base class of every error raised by e2ee."""
+
+
+# -- SFrame core (RFC 9605) -------------------------------------------------------------
+
+
+class SFrameError(E2eeError):
+    """Base class of the errors of the SFrame core."""
+
+
+class MalformedHeader(SFrameError, ValueError):
+    """The bytes are not a valid SFrame header (RFC 9605 §4.3): truncated or non-minimal."""
+
+
+class UnknownKeyId(SFrameError, LookupError):
+    """No key is registered for the frame's KID."""
+
+    def __init__(self, message: str, kid: int) -> None:
+        super().__init__(message)
+        self.kid = kid
+
+
+class AuthenticationFailed(SFrameError):
+    """The frame did not authenticate.  Opaque on purpose: no detail is given."""
+
+
+class ReplayedFrame(SFrameError):
+    """The (KID, CTR) pair was already accepted, or is older than the replay window."""
+
+    def __init__(self, message: str, kid: int, ctr: int) -> None:
+        super().__init__(message)
+        self.kid = kid
+        self.ctr = ctr
+
+
+class InvalidLength(SFrameError, ValueError):
+    """A length is out of range: a key, an output buffer, or a ciphertext too short."""
+
+
+class UnsupportedCipherSuite(SFrameError, ValueError):
+    """The cipher suite number is not one of 1 to 8."""
+
+
+class CounterExhausted(SFrameError):
+    """The encryptor has used every CTR value of its KID; a new KID is needed."""
+
+
+# -- Media layer (the product's error codes) --------------------------------------------
+
+
+class InvalidEncryptionSecret(E2eeError, ValueError):
+    """The secret is not a str of 8 to 256 characters after NFC normalization."""
+
+
+class EncryptionSecretMissing(E2eeError):
+    """Connect, publish, subscribe or a frame operation in an E2EE session without a secret."""
+
+
+class EncryptionSecretMismatch(E2eeError):
+    """Frames arrive under a secret this client does not hold."""
+
+
+class DecryptionInternalError(E2eeError):
+    """The secret matches but a frame failed authentication or parsing."""
+
+
+class EncryptionInternalError(E2eeError):
+    """A frame could not be encrypted (it is dropped, never sent in clear)."""
