@@ -3,6 +3,28 @@ from typing import final
 
 from typing_extensions import Buffer
 
+__all__ = [
+    "BACKEND",
+    "MAX_SECRET_CHARS",
+    "MIN_SECRET_CHARS",
+    "Decryptor",
+    "Encryptor",
+    "__version__",
+    "aead_decrypt",
+    "aead_encrypt",
+    "cpu_features",
+    "decode_header",
+    "derive_key_salt",
+    "derive_secret_key",
+    "encode_header",
+    "kid_secret_id",
+    "new_kid",
+    "normalize_secret",
+    "secret_id",
+    "self_test",
+    "suite_params",
+]
+
 BACKEND: str
 MIN_SECRET_CHARS: int
 MAX_SECRET_CHARS: int
@@ -25,6 +47,7 @@ def new_kid(secret_id: int) -> int: ...
 def kid_secret_id(kid: int) -> int: ...
 def self_test() -> int: ...
 def cpu_features() -> list[tuple[str, bool]]: ...
+
 @final
 class Encryptor:
     def __new__(cls, suite: int, base_key: Buffer, kid: int, counter: int = 0) -> Encryptor: ...
@@ -50,7 +73,7 @@ class Decryptor:
     def add_key(self, kid: int, base_key: Buffer) -> None: ...
     def remove_key(self, kid: int) -> None: ...
     def has_key(self, kid: int) -> bool: ...
-    def __contains__(self, kid: int) -> bool: ...
+    def __contains__(self, kid: int, /) -> bool: ...
     def __len__(self) -> int: ...
     def kids(self) -> list[int]: ...
     def decrypt(self, data: Buffer, metadata: Buffer | None = None) -> bytes: ...

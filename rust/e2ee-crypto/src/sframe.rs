@@ -147,6 +147,43 @@ impl Encryptor {
         Header::new(self.kid, ctr).len() + n + self.key.suite.nt()
     }
 
+    /// Length of the next frame's header: where [`encrypt_in_place`](Self::encrypt_in_place)
+    /// expects the plaintext to start.
+    pub fn header_len(&self) -> usize {
+        Header::new(self.kid, self.next_ctr.unwrap_or(u64::MAX)).len()
+    }
+
+    /// Encrypts a frame laid out in `buf` as `[header space | plaintext | tag space]`,
+    /// with the plaintext of `plaintext_len` bytes at `buf[header_len()..]`, and writes
+    /// the header and tag around it; returns the frame length.  This is the form that
+    /// needs no second buffer: callers that own the output place the plaintext once.
+    /// The CTR advances only when a frame was written.
+    pub fn encrypt_in_place(
+        &mut self,
+        buf: &mut [u8],
+        plaintext_len: usize,
+        metadata: &[u8],
+    ) -> Result<usize> {
+        let ctr = self.next_ctr.ok_or(Error::CounterExhausted)?;
+        check_plaintext_len(plaintext_len)?;
+        let header = Header::new(self.kid, ctr);
+        let nt = self.key.suite.nt();
+        let total = header.len() + plaintext_len + nt;
+        let Some(buf) = buf.get_mut(..total) else {
+            return Err(Error::InvalidLength(format!(
+                "output buffer too small: {} < {total} bytes",
+                buf.len()
+            )));
+        };
+        let hlen = header.encode_into(buf)?;
+        let (head, rest) = buf.split_at_mut(hlen);
+        let (body, tag_out) = rest.split_at_mut(plaintext_len);
+        let tag = self.key.seal(ctr, head, metadata, body);
+        copy_prefix(tag_out, &tag);
+        self.next_ctr = ctr.checked_add(1);
+        Ok(total)
+    }
+
     /// Writes `header || ciphertext || tag` at the start of `out`; returns its length.
     /// The CTR advances only when a frame was written.
     pub fn encrypt_into(
@@ -155,25 +192,16 @@ impl Encryptor {
         metadata: &[u8],
         out: &mut [u8],
     ) -> Result<usize> {
-        let ctr = self.next_ctr.ok_or(Error::CounterExhausted)?;
-        check_plaintext_len(plaintext.len())?;
-        let header = Header::new(self.kid, ctr);
-        let nt = self.key.suite.nt();
-        let total = header.len() + plaintext.len() + nt;
-        let Some(out) = out.get_mut(..total) else {
+        let hlen = self.header_len();
+        let total = self.output_len(plaintext.len());
+        let Some(body) = out.get_mut(hlen..total.saturating_sub(self.key.suite.nt())) else {
             return Err(Error::InvalidLength(format!(
                 "output buffer too small: {} < {total} bytes",
                 out.len()
             )));
         };
-        let hlen = header.encode_into(out)?;
-        let (head, rest) = out.split_at_mut(hlen);
-        let (body, tag_out) = rest.split_at_mut(plaintext.len());
         body.copy_from_slice(plaintext);
-        let tag = self.key.seal(ctr, head, metadata, body);
-        copy_prefix(tag_out, &tag);
-        self.next_ctr = ctr.checked_add(1);
-        Ok(total)
+        self.encrypt_in_place(out, plaintext.len(), metadata)
     }
 
     /// The allocating form of [`encrypt_into`](Self::encrypt_into).

@@ -2,7 +2,12 @@
 //! the JSON files the Python tests read too: `tests/vectors/` at the repository root.
 
 // Test code: a panic here is a failed test, which is what it should be.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::PathBuf;
 

@@ -5,7 +5,7 @@ use e2ee_crypto::{CipherSuite, Error, Header};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::buf::{Buf, read_opt, slice_opt};
+use crate::buf::{Buf, new_bytes_placed, read_opt, slice_opt};
 use crate::error::{CoreError, CoreResult};
 
 /// Below this many bytes the work is shorter than releasing and retaking the GIL.
@@ -164,11 +164,12 @@ impl Encryptor {
         let pt = Buf::read(plaintext)?;
         let md = read_opt(metadata)?;
         let (pt, md) = (pt.as_slice(), slice_opt(&md));
-        let n = self.inner.output_len(pt.len());
+        let (n, hlen) = (self.inner.output_len(pt.len()), self.inner.header_len());
         let inner = &mut self.inner;
-        // Written straight into the new bytes object: no intermediate copy.
-        PyBytes::new_with(py, n, |out| {
-            run(py, pt.len(), || inner.encrypt_into(pt, md, out))
+        // The plaintext is copied once, into its place in the new bytes object, and
+        // encrypted there.
+        new_bytes_placed(py, n, &[(hlen, pt)], |out| {
+            run(py, pt.len(), || inner.encrypt_in_place(out, pt.len(), md))
                 .map(drop)
                 .map_err(|e| CoreError(e).into())
         })

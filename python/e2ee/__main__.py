@@ -1,0 +1,7 @@
+"""``python -m e2ee``: the same as the ``e2ee`` command."""
+
+import sys
+
+from e2ee.cli import main
+
+sys.exit(main())
