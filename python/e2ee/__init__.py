@@ -32,17 +32,23 @@ from e2ee.errors import (
     EncryptionSecretMissing,
     InvalidEncryptionSecret,
 )
+from e2ee.frames import DecryptorEvent, FrameDecryptor, FrameEncryptor
+from e2ee.keyring import KeyRing
 
 __all__ = [
     "BACKEND",
     "MAX_SECRET_CHARS",
     "MIN_SECRET_CHARS",
     "DecryptionInternalError",
+    "DecryptorEvent",
     "E2eeError",
     "EncryptionInternalError",
     "EncryptionSecretMismatch",
     "EncryptionSecretMissing",
+    "FrameDecryptor",
+    "FrameEncryptor",
     "InvalidEncryptionSecret",
+    "KeyRing",
     "__version__",
     "cpu_features",
     "derive_secret_key",

@@ -21,6 +21,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeAlias
 
+from e2ee.errors import (
+    CodecError,
+    FrameTooShort,
+    OpusParseError,
+    UnsupportedCodec,
+    Vp8ParseError,
+)
+
 __all__ = [
     "CLEAR_BYTES_OPUS",
     "CLEAR_BYTES_VP8_DELTA",
@@ -60,37 +68,7 @@ VP8_START_CODE = b"\x9d\x01\x2a"
 # -- Errors ------------------------------------------------------------------------------
 
 
-class CodecError(ValueError):
-    """Base class of every error this module raises."""
-
-
-class UnsupportedCodec(CodecError):
-    """The codec is neither VP8 nor Opus, the only codecs allowed in an E2EE session."""
-
-
-class FrameTooShort(CodecError):
-    """The frame is shorter than the bytes its codec keeps in clear.
-
-    Such a frame is invalid for its codec: the sender drops it (it never goes out in clear)
-    and the receiver treats it as corrupt.
-    """
-
-    def __init__(self, message: str, *, codec: str, length: int, needed: int) -> None:
-        super().__init__(message)
-        self.codec = codec
-        self.length = length
-        self.needed = needed
-
-
-class Vp8ParseError(CodecError):
-    """The bytes are not a valid VP8 payload descriptor or frame header.
-
-    Raised on truncated input and on a key frame with a wrong start code.
-    """
-
-
-class OpusParseError(CodecError):
-    """The input is not an Opus TOC byte (empty packet, or an int outside 0..255)."""
+# The errors live in e2ee.errors (one hierarchy for the whole package); re-exported here.
 
 
 # -- Fast per-frame helpers --------------------------------------------------------------

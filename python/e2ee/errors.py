@@ -10,19 +10,24 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationFailed",
+    "CodecError",
     "CounterExhausted",
     "DecryptionInternalError",
     "E2eeError",
     "EncryptionInternalError",
     "EncryptionSecretMismatch",
     "EncryptionSecretMissing",
+    "FrameTooShort",
     "InvalidEncryptionSecret",
     "InvalidLength",
     "MalformedHeader",
+    "OpusParseError",
     "ReplayedFrame",
     "SFrameError",
     "UnknownKeyId",
     "UnsupportedCipherSuite",
+    "UnsupportedCodec",
+    "Vp8ParseError",
 ]
 
 
@@ -88,10 +93,57 @@ class EncryptionSecretMissing(E2eeError):
 class EncryptionSecretMismatch(E2eeError):
     """Frames arrive under a secret this client does not hold."""
 
+    def __init__(self, message: str, kid: int | None = None) -> None:
+        super().__init__(message)
+        self.kid = kid
+
 
 class DecryptionInternalError(E2eeError):
-    """The secret matches but a frame failed authentication or parsing."""
+    """The secret matches but a frame failed authentication or parsing, or was replayed.
+
+    ``reason`` is ``"authentication"``, ``"malformed"`` or ``"replayed"``.
+    """
+
+    def __init__(self, message: str, reason: str = "authentication") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class EncryptionInternalError(E2eeError):
     """A frame could not be encrypted (it is dropped, never sent in clear)."""
+
+
+# -- Codecs (VP8 and Opus only in E2EE sessions) ----------------------------------------
+
+
+class CodecError(E2eeError, ValueError):
+    """Base class of the errors of :mod:`e2ee.codecs` and of the codec rules of the core."""
+
+
+class UnsupportedCodec(CodecError):
+    """The codec is neither VP8 nor Opus, the only codecs allowed in an E2EE session."""
+
+
+class FrameTooShort(CodecError):
+    """The frame is shorter than the bytes its codec keeps in clear.
+
+    Such a frame is invalid for its codec: the sender drops it (it never goes out in clear)
+    and the receiver treats it as corrupt.
+    """
+
+    def __init__(self, message: str, codec: str, length: int, needed: int) -> None:
+        super().__init__(message)
+        self.codec = codec
+        self.length = length
+        self.needed = needed
+
+
+class Vp8ParseError(CodecError):
+    """The bytes are not a valid VP8 payload descriptor or frame header.
+
+    Raised on truncated input and on a key frame with a wrong start code.
+    """
+
+
+class OpusParseError(CodecError):
+    """The input is not an Opus TOC byte (empty packet, or an int outside 0..255)."""

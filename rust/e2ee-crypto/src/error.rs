@@ -26,6 +26,18 @@ pub enum Error {
     InvalidArgument(String),
     /// The operating system's random generator failed.
     Rng,
+    /// No encryption secret is set (the media layer's `EncryptionSecretMissing`).
+    SecretMissing,
+    /// The frame's KID names a secret this side does not hold.
+    SecretMismatch { kid: u64 },
+    /// The frame is shorter than the bytes its codec keeps in clear.
+    FrameTooShort {
+        codec: &'static str,
+        len: usize,
+        needed: usize,
+    },
+    /// A codec other than VP8 and Opus.
+    UnsupportedCodec(String),
 }
 
 pub type Result<T> = core::result::Result<T, Error>;
@@ -49,6 +61,20 @@ impl fmt::Display for Error {
             Error::InvalidSecret(why) => write!(f, "invalid encryption secret: {why}"),
             Error::InvalidArgument(why) => f.write_str(why),
             Error::Rng => f.write_str("the operating system's random generator failed"),
+            Error::SecretMissing => f.write_str("no encryption secret is set"),
+            Error::SecretMismatch { kid } => write!(
+                f,
+                "frame under a secret this side does not hold (KID {kid:#x}, secret id {:#06x})",
+                kid >> 48
+            ),
+            Error::FrameTooShort { codec, len, needed } => write!(
+                f,
+                "{codec} frame of {len} bytes is shorter than its {needed} clear bytes"
+            ),
+            Error::UnsupportedCodec(name) => write!(
+                f,
+                "codec {name:?} is not supported in E2EE sessions (only VP8 and Opus)"
+            ),
         }
     }
 }

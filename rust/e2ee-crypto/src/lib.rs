@@ -11,6 +11,7 @@
 mod error;
 pub mod header;
 mod kat;
+pub mod media;
 mod primitives;
 pub mod replay;
 pub mod secret;
@@ -19,6 +20,7 @@ pub mod suite;
 
 pub use error::{Error, Result};
 pub use header::Header;
+pub use media::{Codec, FrameReceiver, FrameSender, ReceiverStats};
 pub use secret::{
     SecretKey, derive_secret_key, kid_secret_id, new_kid, normalize_secret, secret_id,
 };

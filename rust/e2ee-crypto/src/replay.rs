@@ -32,6 +32,11 @@ impl ReplayWindow {
         self.width
     }
 
+    /// The highest CTR accepted so far.
+    pub fn top(&self) -> Option<u64> {
+        self.top
+    }
+
     /// Would `ctr` be accepted?  Does not change the window.
     pub fn check(&self, ctr: u64) -> bool {
         if self.width == 0 {

@@ -86,6 +86,23 @@ impl FrameKey {
         self.aead.seal(&self.nonce(ctr), header, metadata, buf)
     }
 
+    /// Authenticates and decrypts the SFrame `data` laid out as `l` into `out`
+    /// (`l.ciphertext_len` bytes).
+    pub(crate) fn decrypt_frame(
+        &self,
+        l: &Layout,
+        data: &[u8],
+        metadata: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let malformed = || Error::InvalidLength("frame shorter than its layout".to_string());
+        let (header, rest) = data.split_at_checked(l.header_len).ok_or_else(malformed)?;
+        let (ct, tag) = rest
+            .split_at_checked(l.ciphertext_len)
+            .ok_or_else(malformed)?;
+        self.open(l.header.ctr, header, metadata, ct, tag, out)
+    }
+
     /// Authenticates `ct` against `tag` and, only if it authenticates, decrypts it into `out`.
     fn open(
         &self,
@@ -337,9 +354,7 @@ impl Decryptor {
                 l.ciphertext_len
             )));
         };
-        let (header, rest) = data.split_at(l.header_len);
-        let (ct, tag) = rest.split_at(l.ciphertext_len);
-        state.key.open(ctr, header, metadata, ct, tag, out)?;
+        state.key.decrypt_frame(&l, data, metadata, out)?;
         state.window.accept(ctr);
         Ok(l.ciphertext_len)
     }

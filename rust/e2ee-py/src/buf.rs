@@ -115,8 +115,8 @@ pub(crate) fn new_bytes_placed<'py>(
     parts: &[(usize, &[u8])],
     fill: impl FnOnce(&mut [u8]) -> PyResult<()>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let size = ffi::Py_ssize_t::try_from(len)
-        .map_err(|_| PyValueError::new_err("output too large"))?;
+    let size =
+        ffi::Py_ssize_t::try_from(len).map_err(|_| PyValueError::new_err("output too large"))?;
     // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `size`
     // bytes; we own the only reference.
     let obj = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
@@ -128,9 +128,13 @@ pub(crate) fn new_bytes_placed<'py>(
     let base = unsafe { ffi::PyBytes_AsString(bytes.as_ptr()) }.cast::<u8>();
     let mut at = 0usize;
     for &(offset, data) in parts {
-        let end = offset.checked_add(data.len()).filter(|&e| offset >= at && e <= len);
+        let end = offset
+            .checked_add(data.len())
+            .filter(|&e| offset >= at && e <= len);
         let Some(end) = end else {
-            return Err(PyValueError::new_err("internal error: misplaced output part"));
+            return Err(PyValueError::new_err(
+                "internal error: misplaced output part",
+            ));
         };
         // SAFETY: `at <= offset <= end <= len`: both writes stay inside the buffer, and
         // `data` (a caller's input) cannot overlap an object nobody else has seen.

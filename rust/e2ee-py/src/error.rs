@@ -7,12 +7,16 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 
 pyo3::import_exception!(e2ee.errors, AuthenticationFailed);
 pyo3::import_exception!(e2ee.errors, CounterExhausted);
+pyo3::import_exception!(e2ee.errors, EncryptionSecretMismatch);
+pyo3::import_exception!(e2ee.errors, EncryptionSecretMissing);
+pyo3::import_exception!(e2ee.errors, FrameTooShort);
 pyo3::import_exception!(e2ee.errors, InvalidEncryptionSecret);
 pyo3::import_exception!(e2ee.errors, InvalidLength);
 pyo3::import_exception!(e2ee.errors, MalformedHeader);
 pyo3::import_exception!(e2ee.errors, ReplayedFrame);
 pyo3::import_exception!(e2ee.errors, UnknownKeyId);
 pyo3::import_exception!(e2ee.errors, UnsupportedCipherSuite);
+pyo3::import_exception!(e2ee.errors, UnsupportedCodec);
 
 /// A core error on its way to Python.
 pub(crate) struct CoreError(pub(crate) Error);
@@ -38,6 +42,12 @@ impl From<CoreError> for PyErr {
             Error::InvalidSecret(_) => InvalidEncryptionSecret::new_err(msg),
             Error::InvalidArgument(_) => PyValueError::new_err(msg),
             Error::Rng => PyOSError::new_err(msg),
+            Error::SecretMissing => EncryptionSecretMissing::new_err(msg),
+            Error::SecretMismatch { kid } => EncryptionSecretMismatch::new_err((msg, kid)),
+            Error::FrameTooShort { codec, len, needed } => {
+                FrameTooShort::new_err((msg, codec, len, needed))
+            }
+            Error::UnsupportedCodec(_) => UnsupportedCodec::new_err(msg),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod buf;
 mod error;
+mod media;
 mod secret;
 mod sframe;
 
@@ -30,6 +31,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<sframe::Encryptor>()?;
     m.add_class::<sframe::Decryptor>()?;
+    m.add_class::<media::FrameSender>()?;
+    m.add_class::<media::FrameReceiver>()?;
     m.add_function(wrap_pyfunction!(sframe::encode_header, m)?)?;
     m.add_function(wrap_pyfunction!(sframe::decode_header, m)?)?;
     m.add_function(wrap_pyfunction!(sframe::derive_key_salt, m)?)?;

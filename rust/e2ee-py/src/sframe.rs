@@ -12,7 +12,7 @@ use crate::error::{CoreError, CoreResult};
 const DETACH_THRESHOLD: usize = 4096;
 
 /// Runs `f` without the GIL when the input is large, so other threads run meanwhile.
-fn run<T: Send>(py: Python<'_>, len: usize, f: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn run<T: Send>(py: Python<'_>, len: usize, f: impl FnOnce() -> T + Send) -> T {
     if len >= DETACH_THRESHOLD {
         py.detach(f)
     } else {

@@ -1,0 +1,170 @@
+//! `FrameSender` and `FrameReceiver`: one call into Rust per media frame.
+
+use std::time::Duration;
+
+use e2ee_crypto::media as core;
+use e2ee_crypto::{Codec, Error, SecretKey};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::buf::Buf;
+use crate::error::{CoreError, CoreResult};
+use crate::sframe::{run, suite_of};
+
+fn secret_key(buf: &Bound<'_, PyAny>) -> PyResult<SecretKey> {
+    let b = Buf::read(buf)?;
+    let bytes: [u8; 32] = b.as_slice().try_into().map_err(|_| {
+        CoreError(Error::InvalidLength(format!(
+            "a secret key is 32 bytes, not {}",
+            b.len()
+        )))
+    })?;
+    Ok(SecretKey::from_bytes(bytes))
+}
+
+/// Encrypts one outgoing track's frames, codec header in clear but authenticated.
+#[pyclass(module = "e2ee._core")]
+pub(crate) struct FrameSender {
+    inner: core::FrameSender,
+}
+
+#[pymethods]
+impl FrameSender {
+    #[new]
+    fn new(suite: i64, codec: &str) -> CoreResult<Self> {
+        Ok(FrameSender {
+            inner: core::FrameSender::new(suite_of(suite)?, Codec::parse(codec)?),
+        })
+    }
+
+    #[getter]
+    fn codec(&self) -> &'static str {
+        self.inner.codec().name()
+    }
+
+    #[getter]
+    fn kid(&self) -> Option<u64> {
+        self.inner.kid()
+    }
+
+    /// Encrypt from now on under `secret_key` (32 bytes) with the fresh KID `kid`.
+    fn set_key(&mut self, secret_key: &Bound<'_, PyAny>, kid: u64) -> PyResult<()> {
+        let key = self::secret_key(secret_key)?;
+        Ok(self.inner.set_key(&key, kid).map_err(CoreError)?)
+    }
+
+    /// Refuse every frame from now on (`EncryptionSecretMissing`).
+    fn clear_key(&mut self) {
+        self.inner.clear_key();
+    }
+
+    /// `clear || header || ciphertext || tag` for one codec frame.
+    fn encrypt<'py>(
+        &mut self,
+        py: Python<'py>,
+        frame: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let frame = Buf::read(frame)?;
+        let frame = frame.as_slice();
+        let n = self.inner.output_len(frame.len()).map_err(CoreError)?;
+        let inner = &mut self.inner;
+        PyBytes::new_with(py, n, |out| {
+            run(py, frame.len(), || inner.encrypt_into(frame, out))
+                .map(drop)
+                .map_err(|e| CoreError(e).into())
+        })
+    }
+
+    /// Writes the wire frame into the writable buffer `out`; returns its length.
+    fn encrypt_into(
+        &mut self,
+        py: Python<'_>,
+        frame: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
+        let frame = Buf::read(frame)?;
+        let mut out = Buf::write(out)?;
+        out.check_disjoint(&[&frame])?;
+        let (frame, out) = (frame.as_slice(), out.as_mut_slice());
+        let inner = &mut self.inner;
+        Ok(run(py, frame.len(), || inner.encrypt_into(frame, out)).map_err(CoreError)?)
+    }
+}
+
+/// Decrypts one incoming track: held secrets, lazily derived KID keys, replay windows.
+#[pyclass(module = "e2ee._core")]
+pub(crate) struct FrameReceiver {
+    inner: core::FrameReceiver,
+}
+
+#[pymethods]
+impl FrameReceiver {
+    #[new]
+    #[pyo3(signature = (suite, codec, *, replay_window = 128))]
+    fn new(suite: i64, codec: &str, replay_window: u32) -> CoreResult<Self> {
+        let inner =
+            core::FrameReceiver::new(suite_of(suite)?, Codec::parse(codec)?, replay_window)?;
+        Ok(FrameReceiver { inner })
+    }
+
+    #[getter]
+    fn codec(&self) -> &'static str {
+        self.inner.codec().name()
+    }
+
+    /// Replaces the held secrets: `(secret_key, seconds_left)` pairs, `None` for a
+    /// secret held until replaced.
+    fn set_secrets(&mut self, secrets: Vec<(Bound<'_, PyAny>, Option<f64>)>) -> PyResult<()> {
+        let mut held = Vec::with_capacity(secrets.len());
+        for (key, ttl) in &secrets {
+            let ttl = ttl.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX));
+            held.push((secret_key(key)?, ttl));
+        }
+        self.inner.set_secrets(held);
+        Ok(())
+    }
+
+    /// The codec frame inside `wire`.
+    fn decrypt<'py>(
+        &mut self,
+        py: Python<'py>,
+        wire: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let wire = Buf::read(wire)?;
+        let wire = wire.as_slice();
+        // A frame too malformed to size fails (and is counted) in decrypt_into below.
+        let n = self.inner.plaintext_len(wire).unwrap_or(0);
+        let inner = &mut self.inner;
+        PyBytes::new_with(py, n, |out| {
+            run(py, wire.len(), || inner.decrypt_into(wire, out))
+                .map(drop)
+                .map_err(|e| CoreError(e).into())
+        })
+    }
+
+    /// Writes the codec frame into the writable buffer `out`; returns its length.
+    fn decrypt_into(
+        &mut self,
+        py: Python<'_>,
+        wire: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
+        let wire = Buf::read(wire)?;
+        let mut out = Buf::write(out)?;
+        out.check_disjoint(&[&wire])?;
+        let (wire, out) = (wire.as_slice(), out.as_mut_slice());
+        let inner = &mut self.inner;
+        Ok(run(py, wire.len(), || inner.decrypt_into(wire, out)).map_err(CoreError)?)
+    }
+
+    /// `(ok, mismatched, failed, replayed, missing)` frame counts.
+    fn stats(&self) -> (u64, u64, u64, u64, u64) {
+        let s = self.inner.stats();
+        (s.ok, s.mismatched, s.failed, s.replayed, s.missing)
+    }
+
+    /// KIDs with cached keys, oldest first.
+    fn kids(&self) -> Vec<u64> {
+        self.inner.kids().collect()
+    }
+}
