@@ -88,7 +88,11 @@ fn decrypt_both(
         Ok(pt) => {
             let l = layout(suite, data).expect("layout of a decrypted frame");
             assert_eq!(pt.len(), l.ciphertext_len);
-            assert_eq!(reencrypt(suite, data, metadata, pt), data, "accepted a frame the encryptor would not produce");
+            assert_eq!(
+                reencrypt(suite, data, metadata, pt),
+                data,
+                "accepted a frame the encryptor would not produce"
+            );
         }
     }
     let ct_len = layout(suite, data).map(|l| l.ciphertext_len);
@@ -96,11 +100,17 @@ fn decrypt_both(
         (Ok(pt), Ok(n)) => {
             assert_eq!(*n, pt.len());
             assert_eq!(&out[..*n], &pt[..]);
-            assert!(out[*n..].iter().all(|&x| x == SENTINEL), "wrote past the plaintext");
+            assert!(
+                out[*n..].iter().all(|&x| x == SENTINEL),
+                "wrote past the plaintext"
+            );
         }
         (_, Err(e2)) => {
             // No plaintext left behind: every byte is untouched or wiped.
-            assert!(out.iter().all(|&x| x == SENTINEL || x == 0), "plaintext left in out on {e2:?}");
+            assert!(
+                out.iter().all(|&x| x == SENTINEL || x == 0),
+                "plaintext left in out on {e2:?}"
+            );
             match (&r1, e2) {
                 (Err(e1), e2) if e1 == e2 => {}
                 // The buffer check comes after the KID and replay checks, before the tag.
@@ -165,7 +175,10 @@ fn tamper(suite: CipherSuite, u: &mut Unstructured) -> Result<()> {
     let window = u.int_in_range(0..=128)?;
     let out_len = usize::from(u.arbitrary::<u16>()?) % 2048;
     let (kid, enc_key) = match u.int_in_range(0..=9u8)? {
-        i @ 0..=4 => (KIDS[usize::from(i)], key_of(KIDS[usize::from(i)]).unwrap_or(KEY)),
+        i @ 0..=4 => (
+            KIDS[usize::from(i)],
+            key_of(KIDS[usize::from(i)]).unwrap_or(KEY),
+        ),
         5 => (7, KEY), // registered KID, wrong key
         6..=8 => (UNKNOWN_KIDS[usize::from(u.int_in_range(0..=2u8)?)], KEY),
         _ => (spread_u64(u)?, KEY),
@@ -181,13 +194,19 @@ fn tamper(suite: CipherSuite, u: &mut Unstructured) -> Result<()> {
     let mut enc = Encryptor::new(suite, enc_key, kid, ctr).expect("encryptor");
     assert_eq!(enc.counter(), Some(ctr));
     let frame = enc.encrypt(pt, metadata).expect("encrypt");
-    assert_eq!(frame.len(), Header::new(kid, ctr).len() + pt.len() + suite.nt());
+    assert_eq!(
+        frame.len(),
+        Header::new(kid, ctr).len() + pt.len() + suite.nt()
+    );
     assert_eq!(enc.counter(), ctr.checked_add(1));
     if ctr == u64::MAX {
         assert_eq!(enc.encrypt(pt, metadata), Err(Error::CounterExhausted));
     }
     let l = layout(suite, &frame).expect("layout of a fresh frame");
-    assert_eq!((l.header, l.ciphertext_len), (Header::new(kid, ctr), pt.len()));
+    assert_eq!(
+        (l.header, l.ciphertext_len),
+        (Header::new(kid, ctr), pt.len())
+    );
 
     let p = usize::from(pos);
     let change = match kind {
@@ -211,17 +230,26 @@ fn tamper(suite: CipherSuite, u: &mut Unstructured) -> Result<()> {
             // change at the same place must then fail; with longer tags, never accept.
             let second = match change {
                 Change::FlipFrame(i, x) if suite.nt() <= 4 => Some(Change::FlipFrame(i, x ^ 0x5a)),
-                Change::FlipMetadata(i, x) if suite.nt() <= 4 => Some(Change::FlipMetadata(i, x ^ 0x5a)),
+                Change::FlipMetadata(i, x) if suite.nt() <= 4 => {
+                    Some(Change::FlipMetadata(i, x ^ 0x5a))
+                }
                 Change::ExtendFrame(v) if suite.nt() <= 4 => Some(Change::ExtendFrame(v ^ 0x5a)),
-                Change::ExtendMetadata(v) if suite.nt() <= 4 => Some(Change::ExtendMetadata(v ^ 0x5a)),
+                Change::ExtendMetadata(v) if suite.nt() <= 4 => {
+                    Some(Change::ExtendMetadata(v ^ 0x5a))
+                }
                 _ => None,
             };
-            let Some(second) = second.filter(|c| !matches!(c, Change::FlipFrame(_, 0) | Change::FlipMetadata(_, 0))) else {
+            let Some(second) = second
+                .filter(|c| !matches!(c, Change::FlipFrame(_, 0) | Change::FlipMetadata(_, 0)))
+            else {
                 panic!("tampered frame accepted: {change:?}");
             };
             let (f3, m3) = apply(second, &frame, metadata);
             let mut c = decryptor(suite, window);
-            assert!(c.decrypt(&f3, &m3).is_err(), "tampered frame accepted twice: {change:?}, {second:?}");
+            assert!(
+                c.decrypt(&f3, &m3).is_err(),
+                "tampered frame accepted twice: {change:?}, {second:?}"
+            );
             return Ok(());
         }
     }
@@ -272,7 +300,11 @@ fn replay(suite: CipherSuite, u: &mut Unstructured) -> Result<()> {
     let key = key_of(kid).unwrap_or(KEY);
     let base = spread_u64(u)?;
     let mut dec = decryptor(suite, window);
-    let mut model = Model { width: u64::from(window), top: None, seen: HashSet::new() };
+    let mut model = Model {
+        width: u64::from(window),
+        top: None,
+        seen: HashSet::new(),
+    };
     let mut last = base;
     for step in 0..64u8 {
         if u.is_empty() {
@@ -281,7 +313,10 @@ fn replay(suite: CipherSuite, u: &mut Unstructured) -> Result<()> {
         let op: u8 = u.arbitrary()?;
         let ctr = match op % 8 {
             0 | 1 => base.wrapping_add(u64::from(u.arbitrary::<u8>()?)),
-            2 | 3 => model.top.unwrap_or(base).wrapping_sub(u64::from(u.arbitrary::<u8>()?)),
+            2 | 3 => model
+                .top
+                .unwrap_or(base)
+                .wrapping_sub(u64::from(u.arbitrary::<u8>()?)),
             4 => last,
             5 => model.top.unwrap_or(base).wrapping_add(spread_u64(u)?),
             6 => u64::MAX - u64::from(u.arbitrary::<u8>()?),
@@ -301,12 +336,20 @@ fn replay(suite: CipherSuite, u: &mut Unstructured) -> Result<()> {
         let expect = model.allows(ctr);
         match dec.decrypt(&frame, &metadata) {
             Ok(pt) => {
-                assert!(expect, "window={window} accepted ctr={ctr} (top={:?})", model.top);
+                assert!(
+                    expect,
+                    "window={window} accepted ctr={ctr} (top={:?})",
+                    model.top
+                );
                 assert_eq!(pt, [step; 3]);
                 model.accept(ctr);
             }
             Err(Error::Replayed { kid: k, ctr: c }) => {
-                assert!(!expect, "window={window} refused ctr={ctr} (top={:?})", model.top);
+                assert!(
+                    !expect,
+                    "window={window} refused ctr={ctr} (top={:?})",
+                    model.top
+                );
                 assert_eq!((k, c), (kid, ctr));
             }
             Err(e) => panic!("genuine frame refused: {e:?}"),
@@ -316,7 +359,11 @@ fn replay(suite: CipherSuite, u: &mut Unstructured) -> Result<()> {
 }
 
 fn aead(suite: CipherSuite, u: &mut Unstructured) -> Result<()> {
-    let key_len = if u.ratio(1u8, 8)? { u.int_in_range(0..=100)? } else { suite.nk() };
+    let key_len = if u.ratio(1u8, 8)? {
+        u.int_in_range(0..=100)?
+    } else {
+        suite.nk()
+    };
     let key = u.bytes(key_len.min(u.len()))?;
     let nonce: [u8; 12] = u.arbitrary()?;
     let flip: u16 = u.arbitrary()?;
@@ -330,13 +377,19 @@ fn aead(suite: CipherSuite, u: &mut Unstructured) -> Result<()> {
     }
     let ct = sealed.expect("aead_encrypt");
     assert_eq!(ct.len(), pt.len() + suite.nt());
-    assert_eq!(aead_decrypt(suite, key, &nonce, aad, &ct).as_deref(), Ok(pt));
+    assert_eq!(
+        aead_decrypt(suite, key, &nonce, aad, &ct).as_deref(),
+        Ok(pt)
+    );
     let mut bad = ct.clone();
     let i = usize::from(flip) % bad.len();
     bad[i] ^= 0x80;
     if aead_decrypt(suite, key, &nonce, aad, &bad).is_ok() {
         bad[i] ^= 0x80 ^ 0x01;
-        assert!(aead_decrypt(suite, key, &nonce, aad, &bad).is_err() || suite.nt() > 4, "tampered AEAD ciphertext accepted twice");
+        assert!(
+            aead_decrypt(suite, key, &nonce, aad, &bad).is_err() || suite.nt() > 4,
+            "tampered AEAD ciphertext accepted twice"
+        );
         assert!(suite.nt() <= 4, "tampered AEAD ciphertext accepted");
     }
     assert!(aead_decrypt(suite, key, &nonce, aad, &ct[..ct.len() - 1]).is_err() || suite.nt() <= 4);

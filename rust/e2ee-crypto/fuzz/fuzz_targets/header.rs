@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(n, h.len());
             assert_eq!(n, encoded_len(h.kid, h.ctr));
             let (buf, m) = h.encode();
-            assert_eq!(&buf[..m], &data[..n], "decode accepted a non-canonical header");
+            assert_eq!(
+                &buf[..m],
+                &data[..n],
+                "decode accepted a non-canonical header"
+            );
             for suite in CipherSuite::ALL {
                 match layout(suite, data) {
                     Ok(l) => {
@@ -30,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(Error::MalformedHeader(_)) => {
             for suite in CipherSuite::ALL {
-                assert!(matches!(layout(suite, data), Err(Error::MalformedHeader(_))));
+                assert!(matches!(
+                    layout(suite, data),
+                    Err(Error::MalformedHeader(_))
+                ));
             }
         }
         Err(e) => panic!("decode: unexpected {e:?}"),
@@ -56,7 +63,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(Header::decode(&long), Ok((h, n)));
     // Every proper prefix is truncated.
     for cut in 0..n {
-        assert!(matches!(Header::decode(&buf[..cut]), Err(Error::MalformedHeader(_))));
+        assert!(matches!(
+            Header::decode(&buf[..cut]),
+            Err(Error::MalformedHeader(_))
+        ));
     }
     // encode_into refuses a short buffer and writes exactly n bytes otherwise.
     let mut out = [0xa5u8; MAX_HEADER_LEN + 1];

@@ -13,9 +13,16 @@ fuzz_target!(|data: &[u8]| {
     match normalize_secret(s) {
         Ok(nfc) => {
             let n = nfc.chars().count();
-            assert!((MIN_SECRET_CHARS..=MAX_SECRET_CHARS).contains(&n), "{n} chars");
+            assert!(
+                (MIN_SECRET_CHARS..=MAX_SECRET_CHARS).contains(&n),
+                "{n} chars"
+            );
             let again = normalize_secret(&nfc);
-            assert_eq!(again.as_ref().map(|a| a.as_str()), Ok(nfc.as_str()), "NFC not idempotent");
+            assert_eq!(
+                again.as_ref().map(|a| a.as_str()),
+                Ok(nfc.as_str()),
+                "NFC not idempotent"
+            );
             // One PBKDF2 iteration keeps this cheap; equivalent inputs, one key.
             let k1 = derive_secret_key(s, "fuzz", 1);
             let k2 = derive_secret_key(&nfc, "fuzz", 1);
