@@ -115,6 +115,9 @@ def test_set_secret_async_derives_off_the_loop() -> None:
     [
         ({"kdf_iterations": 0}, "kdf_iterations"),
         ({"grace_period": -1.0}, "grace_period"),
+        ({"grace_period": float("inf")}, "grace_period"),
+        ({"grace_period": float("nan")}, "grace_period"),
+        ({"grace_period": 1e20}, "grace_period"),
         ({"suite": 9}, "CipherSuite"),
     ],
 )

@@ -29,6 +29,8 @@ DEFAULT_ITERATIONS = 600_000
 MAX_ITERATIONS = 10_000_000
 #: Previous secrets kept for their grace period besides the current one.
 MAX_PREVIOUS = 2
+#: Longest grace period, in seconds: a replaced secret is never accepted for days.
+MAX_GRACE_PERIOD = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +74,8 @@ class KeyRing:
             raise ValueError("session_id must be a non-empty str")
         if not 1 <= kdf_iterations <= MAX_ITERATIONS:
             raise ValueError(f"kdf_iterations must be from 1 to {MAX_ITERATIONS}")
-        if grace_period < 0:
-            raise ValueError("grace_period must be >= 0")
+        if not 0 <= grace_period <= MAX_GRACE_PERIOD:  # also refuses NaN and infinity
+            raise ValueError(f"grace_period must be from 0 to {MAX_GRACE_PERIOD} seconds")
         self.session_id = session_id
         self.suite = CipherSuite(suite)
         self.kdf_iterations = kdf_iterations

@@ -230,7 +230,8 @@ impl FrameReceiver {
             .into_iter()
             .map(|(key, ttl)| HeldSecret {
                 id: key.id(),
-                expires: ttl.map(|d| now + d),
+                // A TTL too long to represent is no expiry at all (never a panic).
+                expires: ttl.and_then(|d| now.checked_add(d)),
                 key,
             })
             .collect();
@@ -329,16 +330,17 @@ impl FrameReceiver {
                 Error::SecretMissing
             });
         };
-        let mut window = ReplayWindow::new(self.replay_window);
-        if let Some(&top) = self.retired.get(&kid) {
-            // The bitmap went with the key: only CTRs above the old top are surely new.
-            if l.header.ctr <= top {
-                return Err(Error::Replayed {
-                    kid,
-                    ctr: l.header.ctr,
-                });
-            }
-            window.accept(top);
+        // The bitmap of an evicted KID went with its key: everything up to its old top
+        // counts as seen, for good (not only for this first frame).
+        let mut window = match self.retired.get(&kid) {
+            Some(&top) => ReplayWindow::resume(self.replay_window, top),
+            None => ReplayWindow::new(self.replay_window),
+        };
+        if !window.check(l.header.ctr) {
+            return Err(Error::Replayed {
+                kid,
+                ctr: l.header.ctr,
+            });
         }
         let key = FrameKey::new(self.suite, held.key.as_bytes(), kid)?;
         key.decrypt_frame(&l, sframe, clear, out_body)?;
@@ -539,10 +541,44 @@ mod tests {
         }
         assert_eq!(rx.kids().count(), LIVE_KIDS);
         assert!(matches!(rx.decrypt(&old), Err(Error::Replayed { .. })));
-        // Its next frame is new, so the KID comes back.
+        // Its next frame is new, so the KID comes back, but its old frames stay refused.
         assert!(
             rx.decrypt(&first_tx.encrypt(&vp8_key_frame()).unwrap())
                 .is_ok()
         );
+        assert!(matches!(rx.decrypt(&old), Err(Error::Replayed { .. })));
+    }
+
+    #[test]
+    fn a_readmitted_kid_refuses_every_old_ctr() {
+        let k = key("correct horse battery");
+        let mut rx = receiver(&[&k]);
+        let mut tx = sender(&k, Codec::Vp8);
+        let old: Vec<Vec<u8>> = (0..10)
+            .map(|_| tx.encrypt(&vp8_key_frame()).unwrap())
+            .collect();
+        for w in &old {
+            assert!(rx.decrypt(w).is_ok());
+        }
+        for _ in 0..LIVE_KIDS {
+            let mut other = sender(&k, Codec::Vp8);
+            assert!(
+                rx.decrypt(&other.encrypt(&vp8_key_frame()).unwrap())
+                    .is_ok()
+            );
+        }
+        assert!(rx.decrypt(&tx.encrypt(&vp8_key_frame()).unwrap()).is_ok());
+        for w in &old {
+            assert!(matches!(rx.decrypt(w), Err(Error::Replayed { .. })));
+        }
+    }
+
+    #[test]
+    fn an_unrepresentable_grace_period_never_panics() {
+        let k = key("correct horse battery");
+        let mut rx = receiver(&[]);
+        rx.set_secrets(vec![(k.clone(), Some(Duration::MAX))]);
+        let mut tx = sender(&k, Codec::Vp8);
+        assert!(rx.decrypt(&tx.encrypt(&vp8_key_frame()).unwrap()).is_ok());
     }
 }

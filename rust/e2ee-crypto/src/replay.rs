@@ -37,6 +37,17 @@ impl ReplayWindow {
         self.top
     }
 
+    /// A window that treats every CTR up to `top` as already seen: for a KID whose
+    /// bitmap was lost (its key evicted), only CTRs above its old top are surely new.
+    pub fn resume(width: u32, top: u64) -> Self {
+        let mut w = Self::new(width);
+        if w.width > 0 {
+            w.top = Some(top);
+            w.seen = u128::MAX;
+        }
+        w
+    }
+
     /// Would `ctr` be accepted?  Does not change the window.
     pub fn check(&self, ctr: u64) -> bool {
         if self.width == 0 {
@@ -105,6 +116,18 @@ mod tests {
         assert!(!w.check(u64::MAX));
         assert!(!w.check(1000));
         assert!(w.check(u64::MAX - 1));
+    }
+
+    #[test]
+    fn a_resumed_window_refuses_everything_up_to_its_top() {
+        let mut w = ReplayWindow::resume(128, 1000);
+        assert!(!w.check(1000) && !w.check(999) && !w.check(0));
+        w.accept(1010);
+        assert!(!w.check(1000) && !w.check(5), "the old range stays refused");
+        assert!(
+            w.check(1005),
+            "CTRs between the old top and the new one are new"
+        );
     }
 
     #[test]
