@@ -102,6 +102,7 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from e2ee import net
 from e2ee.errors import (
     DecryptionInternalError,
     EncryptionInternalError,
@@ -111,6 +112,8 @@ from e2ee.errors import (
 )
 from e2ee.frames import DecryptorEvent, FrameDecryptor, FrameEncryptor
 from e2ee.keyring import KeyRing
+
+net.apply_environment()
 
 __all__ = [
     "E2eeEvent",
