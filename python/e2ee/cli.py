@@ -1,14 +1,28 @@
-"""The ``e2ee`` command."""
+"""The ``e2ee`` command.
+
+e2ee serve [--host 127.0.0.1] [--port 8080] [--data-dir PATH]
+e2ee session create [--e2ee] [--relayed] [--suite N] [--kdf-iterations N] ...
+e2ee token SESSION_ID --role publisher [--ttl SECONDS] [--data TEXT]
+e2ee demo [--participants 3] [--seconds 10] [--json]
+e2ee selftest
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import e2ee
 
 __all__ = ["main"]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_DATA_DIR = Path("e2ee-data")
 
 
 def _selftest(_args: argparse.Namespace) -> int:
@@ -24,6 +38,107 @@ def _selftest(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _needs(extra: str) -> None:
+    """Exits with a clear message when an optional dependency set is not installed."""
+    import importlib.util
+
+    missing = [m for m in ("aiohttp", "aiortc", "jwt") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(
+            f"e2ee: this command needs {', '.join(missing)}: pip install 'e2ee-media[{extra}]'"
+        )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _needs("server")
+    from e2ee import server
+
+    if _selftest(args) != 0:
+        return 1
+    server.run(args.host, args.port, args.data_dir)
+    return 0
+
+
+def _credentials(data_dir: Path) -> tuple[str, str]:
+    from e2ee.store import SQLiteStore, db_path
+
+    if not db_path(data_dir).is_file():
+        raise SystemExit(f"e2ee: no server data in {data_dir}: start `e2ee serve` there first")
+    store = SQLiteStore.in_data_dir(data_dir)
+    try:
+        creds = store.get_or_create_credentials_sync()
+    finally:
+        store.close_sync()
+    return creds.api_key, creds.api_secret
+
+
+def _session_create(args: argparse.Namespace) -> int:
+    _needs("server")
+    import aiohttp
+
+    from e2ee.tokens import project_auth_token
+
+    body: dict[str, Any] = {
+        "media_mode": "relayed" if args.relayed else "routed",
+        "e2ee": args.e2ee,
+    }
+    for name in ("suite", "kdf_iterations", "max_participants"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    key, secret = _credentials(args.data_dir)
+
+    async def create() -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {project_auth_token(key, secret)}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{args.url}/v1/sessions", json=body, headers=headers) as r,
+        ):
+            return r.status, await r.json()
+
+    try:
+        status, reply = asyncio.run(create())
+    except OSError as exc:
+        print(f"e2ee: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if status != 201:
+        print(f"e2ee: {reply.get('code', status)}: {reply.get('message', reply)}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply, indent=2) if args.json else reply["id"])
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    _needs("server")
+    from e2ee.tokens import mint_token_for_data_dir
+
+    try:
+        token = mint_token_for_data_dir(
+            args.data_dir, args.session_id, role=args.role, ttl=args.ttl, data=args.data
+        )
+    except (LookupError, ValueError, TypeError) as exc:  # TokenError is a ValueError
+        print(f"e2ee: {exc}", file=sys.stderr)
+        return 1
+    print(token)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _needs("server")
+    from e2ee.demo import format_report, run_demo
+
+    report = asyncio.run(
+        run_demo(
+            args.participants,
+            args.seconds,
+            url=args.url,
+            data_dir=args.data_dir,
+            progress=not args.json,
+        )
+    )
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="e2ee",
@@ -31,6 +146,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"e2ee {e2ee.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the session server and media router")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (8080; 0 = any free)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="(./e2ee-data)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("session", help="manage sessions on a running server")
+    ss = p.add_subparsers(dest="session_command", metavar="ACTION", required=True)
+    c = ss.add_parser("create", help="create a session and print its id")
+    c.add_argument("--e2ee", action="store_true", help="end-to-end encrypted (routed only)")
+    c.add_argument("--relayed", action="store_true", help="relayed media mode (default routed)")
+    c.add_argument("--suite", type=int, help="SFrame cipher suite for E2EE (default 6)")
+    c.add_argument("--kdf-iterations", type=int, help="PBKDF2 iterations (default 600000)")
+    c.add_argument("--max-participants", type=int, help="participant limit (default 50)")
+    c.add_argument("--url", default=DEFAULT_URL, help=f"server URL ({DEFAULT_URL})")
+    c.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="server data dir")
+    c.add_argument("--json", action="store_true", help="print the whole session as JSON")
+    c.set_defaults(func=_session_create)
+
+    p = sub.add_parser("token", help="mint a participant token from the server's data dir")
+    p.add_argument("session_id")
+    p.add_argument("--role", choices=["subscriber", "publisher", "moderator"], default="publisher")
+    p.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 24 h, max 30 d)")
+    p.add_argument("--data", default="", help="connection data, visible to everyone (<= 1000)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="server data dir")
+    p.set_defaults(func=_token)
+
+    p = sub.add_parser("demo", help="a measured E2EE call through a real router")
+    p.add_argument("--participants", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--url", help="use this server instead of starting one")
+    p.add_argument("--data-dir", type=Path, help="with --url: that server's data dir")
+    p.set_defaults(func=_demo)
+
     p = sub.add_parser("selftest", help="run the crypto core's known-answer tests")
     p.set_defaults(func=_selftest)
     return parser
@@ -44,7 +195,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     code: int = args.func(args)
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

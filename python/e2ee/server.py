@@ -1,0 +1,258 @@
+"""The session server: REST API (:mod:`e2ee.rest`), signaling WebSocket
+(:mod:`e2ee.signaling`), live state and media routers (:mod:`e2ee.rooms`), durable state
+(:mod:`e2ee.store`).
+
+Run it with ``python -m e2ee.server --port 8080 --data-dir ./e2ee-data`` or
+:func:`run`.  On first start it creates the project credentials in the data directory
+(SQLite, file mode 0600) and prints the API key and where the secret is; the secret is
+never printed, logged or sent.  There is no TLS here: outside the loopback interface,
+serve it behind a TLS-terminating proxy (clients must use https/wss).
+
+``GET /healthz`` answers ``{"status": "ok"}`` without authentication.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from e2ee import net, rest
+from e2ee.rooms import ApiError, Hub, RouterFactory, default_router_factory
+from e2ee.signaling import websocket_handler
+from e2ee.store import SQLiteStore, Store, db_path
+
+__all__ = ["DEFAULT_DATA_DIR", "HUB", "create_app", "main", "run"]
+
+log = logging.getLogger("e2ee.server")
+
+HUB: web.AppKey[Hub] = web.AppKey("e2ee_hub", Hub)
+DEFAULT_DATA_DIR = Path("e2ee-data")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+class _AccessLogger(AbstractAccessLogger):
+    """Logs method, path (never the query string: it carries tokens), status, time."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.1f ms',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time * 1000,
+        )
+
+
+def _error_response(err: ApiError) -> web.Response:
+    return web.json_response(err.body(), status=err.status, headers={"Cache-Control": "no-store"})
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error becomes JSON ``{"type": "error", "code", "message"}``; never a
+    traceback."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        resp = _error_response(err)
+        if err.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="e2ee"'
+        return resp
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason
+        if exc.status == 413:
+            message = f"the request body is over {rest.MAX_BODY_BYTES} bytes"
+        resp = _error_response(ApiError(code, message, exc.status))
+        if exc.status == 405 and "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error_response(ApiError("internal_error", "internal server error", 500))
+
+
+async def _strip_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.pop("Server", None)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def create_app(
+    data_dir: str | Path,
+    *,
+    store: Store | None = None,
+    router_factory: RouterFactory | None = None,
+    rtc_configuration: Any = None,
+) -> web.Application:
+    """The aiohttp application.  ``store`` defaults to :class:`SQLiteStore` in
+    ``data_dir``; ``router_factory(session_record)`` makes each session's media router
+    (default: :class:`e2ee.router.Router` with ``rtc_configuration``)."""
+    if store is None:
+        store = SQLiteStore.in_data_dir(data_dir)
+    creds = await store.get_or_create_credentials()
+    hub = Hub(
+        store,
+        creds.api_key,
+        creds.api_secret,
+        router_factory or default_router_factory(rtc_configuration),
+    )
+    app = web.Application(middlewares=[_errors], client_max_size=rest.MAX_BODY_BYTES)
+    app[HUB] = hub
+    app.router.add_get("/healthz", healthz)
+
+    async def ws(request: web.Request) -> web.StreamResponse:
+        return await websocket_handler(request, hub)
+
+    app.router.add_get("/v1/sessions/{session_id}/ws", ws)
+    rest.add_routes(app, hub)
+    app.on_response_prepare.append(_strip_server_header)
+
+    async def on_shutdown(_app: web.Application) -> None:
+        await hub.shutdown()
+
+    async def on_cleanup(_app: web.Application) -> None:
+        await hub.store.close()
+
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def _banner(host: str, port: int, data_dir: Path, hub: Hub) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    lines = [
+        f"e2ee session server listening on {base}",
+        f"  API key:     {hub.api_key}",
+        f"  API secret:  kept in {db_path(data_dir).resolve()} (never printed)",
+        f"  REST API:    {base}/v1/sessions  "
+        "(Authorization: Bearer <e2ee.tokens.project_auth_token(api_key, api_secret)>)",
+        f"  Signaling:   ws://{shown}:{port}/v1/sessions/<session_id>/ws?token=<session token>",
+        f"  Health:      {base}/healthz",
+    ]
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        lines.append(
+            "  WARNING: no TLS here; expose it only behind a TLS-terminating proxy (https/wss)"
+        )
+    return "\n".join(lines)
+
+
+async def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    data_dir: str | Path = DEFAULT_DATA_DIR,
+    *,
+    router_factory: RouterFactory | None = None,
+    rtc_configuration: Any = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serves until ``stop`` is set (or SIGINT/SIGTERM)."""
+    data_dir = Path(data_dir)
+    net.apply_environment()  # E2EE_ICE_ADDRESSES: which addresses the router offers
+    app = await create_app(
+        data_dir, router_factory=router_factory, rtc_configuration=rtc_configuration
+    )
+    runner = web.AppRunner(app, access_log_class=_AccessLogger, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = port
+    for addr in runner.addresses:
+        if isinstance(addr, tuple):
+            bound = addr[1]
+            break
+    print(_banner(host, bound, data_dir, app[HUB]), flush=True)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        print("e2ee session server stopping", flush=True)
+        await runner.cleanup()
+
+
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    data_dir: str | Path = DEFAULT_DATA_DIR,
+    *,
+    router_factory: RouterFactory | None = None,
+    rtc_configuration: Any = None,
+) -> None:
+    """Runs the server until SIGINT/SIGTERM (blocking).  ``port=0`` picks a free port
+    (the banner shows which)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    asyncio.run(
+        serve(
+            host,
+            port,
+            data_dir,
+            router_factory=router_factory,
+            rtc_configuration=rtc_configuration,
+        )
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's options, for ``e2ee serve`` in :mod:`e2ee.cli`."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (8080; 0 = any free)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where the credentials and sessions are kept (./e2ee-data)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m e2ee.server", description=__doc__.split("\n\n")[0]
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    run(args.host, args.port, args.data_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,497 @@
+"""The signaling WebSocket: ``GET /v1/sessions/{session_id}/ws?token=<session token>``.
+
+Connecting
+    The upgrade always succeeds; a refused client then receives one JSON error
+    ``{"type": "error", "code": ..., "message": ...}`` and the socket is closed with:
+
+    ====  =============================================================================
+    4400  ``token_missing``: no ``token`` query parameter
+    4401  ``token_malformed``, ``token_bad_signature``, ``token_expired``,
+          ``token_unknown_role``
+    4403  ``token_wrong_session``: a valid token for another session
+    4404  ``session_not_found``
+    4429  ``participant_limit``: the session already has ``max_participants``
+    ====  =============================================================================
+
+    (A JSON error and a close code rather than an HTTP 401 before the upgrade, because a
+    browser's WebSocket API never shows the HTTP status of a failed upgrade.)
+
+    An accepted client first receives ``{"type": "session", "session": {...},
+    "connection": {...}, "connections": [...], "streams": [...]}`` (``connections``
+    includes the client's own).
+
+Later closes: 4001 force-disconnected by a moderator, 4008 too slow to read its
+messages, 1001 server shutting down, 1009 a message over the hard limit (1 MiB).
+Before a close initiated by the server the client receives
+``{"type": "disconnected", "reason": ...}``.
+
+Client messages are JSON objects with a ``type`` and an optional ``id`` (a string of at
+most 64 characters or an integer) echoed in the reply, which is ``{"type": "ok", "id"}``
+or ``{"type": "error", "id", "code", "message"}`` unless said otherwise:
+
+=================  ==============================  =========================================
+type               fields                          reply
+=================  ==============================  =========================================
+publish            sdp, sdp_type="offer", name?    ``answer`` {stream_id, sdp, sdp_type}
+unpublish          stream_id                       ok
+subscribe          stream_id                       ``offer`` {subscription_id, stream_id, sdp}
+answer             subscription_id, sdp            ok
+unsubscribe        subscription_id                 ok
+signal             to?, kind, data (<= 8 KiB)      ok
+force_disconnect   connection_id (moderator)       ok
+force_unpublish    stream_id (moderator)           ok
+disconnect                                         ok, then close 1000
+ping                                               ``pong``
+=================  ==============================  =========================================
+
+Events: ``connection_created`` {connection}, ``connection_destroyed`` {connection,
+reason}, ``stream_created`` {stream}, ``stream_destroyed`` {stream, reason},
+``subscriber_count`` {stream_id, count}, ``signal`` {from, kind, data}.
+
+A client's messages are handled one after the other, in order.  A bad message (not JSON,
+not an object, unknown type, wrong field types, over 256 KiB) gets an error reply and the
+connection stays open; nothing a client sends can disturb the other clients.
+
+Relayed sessions (peers connect directly): the server does signaling only, and
+``publish``/``subscribe`` answer ``not_implemented`` for now; ``signal`` carries the
+peers' own offers, answers and candidates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from e2ee.rooms import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN,
+    CLOSE_FORCE_DISCONNECTED,
+    CLOSE_NOT_FOUND,
+    CLOSE_PARTICIPANT_LIMIT,
+    CLOSE_UNAUTHORIZED,
+    MAX_STREAMS_PER_CONNECTION,
+    MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    ApiError,
+    Connection,
+    Hub,
+    Room,
+    Stream,
+    Subscription,
+    new_id,
+)
+from e2ee.tokens import TokenError, TokenWrongSession, verify_token
+
+__all__ = ["MAX_MESSAGE_BYTES", "SOFT_MESSAGE_CHARS", "websocket_handler"]
+
+log = logging.getLogger(__name__)
+
+#: Messages longer than this (characters) get a ``message_too_large`` error.
+SOFT_MESSAGE_CHARS = 256 * 1024
+#: Frames longer than this (bytes) close the connection with 1009.
+MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_SIGNAL_DATA_BYTES = 8 * 1024
+MAX_SIGNAL_KIND_CHARS = 128
+MAX_STREAM_NAME_CHARS = 256
+MAX_ID_CHARS = 64
+HEARTBEAT_SECONDS = 20.0
+
+Handler = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+# -- field validation -------------------------------------------------------------------
+
+
+def _str(msg: dict[str, Any], name: str, *, max_len: int, required: bool = True) -> str | None:
+    value = msg.get(name)
+    if value is None:
+        if required:
+            raise ApiError("bad_request", f"{name!r} is required")
+        return None
+    if not isinstance(value, str):
+        raise ApiError("bad_request", f"{name!r} must be a string")
+    if required and not value:
+        raise ApiError("bad_request", f"{name!r} must not be empty")
+    if len(value) > max_len:
+        raise ApiError("bad_request", f"{name!r} is too long (at most {max_len})")
+    return value
+
+
+def _req(msg: dict[str, Any], name: str, *, max_len: int = MAX_ID_CHARS) -> str:
+    value = _str(msg, name, max_len=max_len)
+    assert value is not None
+    return value
+
+
+_M_LINE = re.compile(r"^m=(audio|video)\s+(\d+)", re.MULTILINE)
+
+
+def media_kinds(sdp: str) -> tuple[bool, bool]:
+    """(has_audio, has_video) of an SDP offer: its active ``m=`` sections."""
+    kinds = {m.group(1) for m in _M_LINE.finditer(sdp) if m.group(2) != "0"}
+    return "audio" in kinds, "video" in kinds
+
+
+def _media_error(exc: Exception, what: str) -> ApiError:
+    """Maps a router exception to a client error.  Matched by class name so the server
+    does not import aiortc (through e2ee.router) until media is used."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    text = str(exc)[:300]
+    if names & {"CodecNotAllowed", "UnsupportedCodec"}:
+        return ApiError("codec_not_allowed", text or "codec not allowed in this session")
+    if "UnknownStream" in names:
+        return ApiError("unknown_stream", "no such stream in this session")
+    if "UnknownSubscription" in names:
+        return ApiError("unknown_subscription", "no such subscription on this connection")
+    if isinstance(exc, ValueError):
+        return ApiError("bad_request", f"the {what} was refused: {text or 'invalid SDP'}")
+    log.error("media router failed during %s", what, exc_info=exc)
+    return ApiError("media_error", f"the media router failed during {what}", 500)
+
+
+def _description(sdp: str, kind: str) -> Any:
+    try:
+        from aiortc import RTCSessionDescription
+    except ImportError:
+        raise ApiError("not_implemented", "media is not available on this server") from None
+    return RTCSessionDescription(sdp=sdp, type=kind)
+
+
+# -- one client -------------------------------------------------------------------------
+
+
+class Session:
+    """The server side of one client's WebSocket."""
+
+    def __init__(self, hub: Hub, room: Room, conn: Connection) -> None:
+        self.hub = hub
+        self.room = room
+        self.conn = conn
+
+    @property
+    def e2ee(self) -> bool:
+        return self.room.record.e2ee
+
+    def _require_media(self, action: str) -> None:
+        if self.room.record.media_mode == "relayed":
+            raise ApiError(
+                "not_implemented",
+                f"{action} through the server is not built for relayed sessions yet: "
+                "in a relayed session peers connect directly (use 'signal' to exchange "
+                "their SDP)",
+                501,
+            )
+
+    def _require_moderator(self, action: str) -> None:
+        if self.conn.role != "moderator":
+            raise ApiError("forbidden", f"only a moderator may {action}", 403)
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def on_publish(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        if self.conn.role == "subscriber":
+            raise ApiError("forbidden", "a subscriber token cannot publish", 403)
+        self._require_media("publishing")
+        sdp = _req(msg, "sdp", max_len=SOFT_MESSAGE_CHARS)
+        if msg.get("sdp_type", "offer") != "offer":
+            raise ApiError("bad_request", "'sdp_type' must be 'offer'")
+        name = _str(msg, "name", max_len=MAX_STREAM_NAME_CHARS, required=False) or ""
+        if len(self.conn.streams) >= MAX_STREAMS_PER_CONNECTION:
+            raise ApiError(
+                "limit_exceeded",
+                f"a connection may publish at most {MAX_STREAMS_PER_CONNECTION} streams",
+            )
+        has_audio, has_video = media_kinds(sdp)
+        if not (has_audio or has_video):
+            raise ApiError("bad_request", "the offer has no audio or video section")
+        offer = _description(sdp, "offer")
+        router = self.room.router()
+        stream_id = new_id()
+        try:
+            answer = await router.publish(stream_id, offer)
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise _media_error(exc, "publish") from None
+        if not self.conn.alive or self.conn.id not in self.room.connections:
+            await _discard(router.unpublish(stream_id))
+            return None
+        stream = Stream(stream_id, self.conn.id, name, has_audio, has_video)
+        reply = {
+            "type": "answer",
+            "id": msg.get("id"),
+            "stream_id": stream_id,
+            "sdp": answer.sdp,
+            "sdp_type": "answer",
+        }
+        self.conn.send(reply)  # the answer before the stream_created broadcast
+        self.room.add_stream(self.conn, stream)
+        return None
+
+    async def on_unpublish(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        stream_id = _req(msg, "stream_id")
+        stream = self.room.streams.get(stream_id)
+        if stream is None:
+            raise ApiError("unknown_stream", "no such stream in this session")
+        if stream.connection_id != self.conn.id:
+            raise ApiError("forbidden", "this stream is another connection's", 403)
+        await self.room.remove_stream(stream_id, "unpublished")
+        return {}
+
+    async def on_subscribe(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        self._require_media("subscribing")
+        stream_id = _req(msg, "stream_id")
+        if stream_id not in self.room.streams:
+            raise ApiError("unknown_stream", "no such stream in this session")
+        if len(self.conn.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
+            raise ApiError("limit_exceeded", "too many subscriptions on this connection")
+        router = self.room.router()
+        sub_id = new_id()
+        try:
+            offer = await router.subscribe(sub_id, stream_id)
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise _media_error(exc, "subscribe") from None
+        gone = not self.conn.alive or self.conn.id not in self.room.connections
+        if gone or stream_id not in self.room.streams:
+            await _discard(router.unsubscribe(sub_id))
+            if gone:
+                return None
+            raise ApiError("unknown_stream", "the stream ended while subscribing")
+        self.room.add_subscription(self.conn, Subscription(sub_id, stream_id, self.conn.id))
+        return {
+            "type": "offer",
+            "subscription_id": sub_id,
+            "stream_id": stream_id,
+            "sdp": offer.sdp,
+            "sdp_type": "offer",
+        }
+
+    async def on_answer(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        sub_id = _req(msg, "subscription_id")
+        sdp = _req(msg, "sdp", max_len=SOFT_MESSAGE_CHARS)
+        if msg.get("sdp_type", "answer") != "answer":
+            raise ApiError("bad_request", "'sdp_type' must be 'answer'")
+        sub = self.room.subscriptions.get(sub_id)
+        if sub is None or sub.connection_id != self.conn.id:
+            raise ApiError("unknown_subscription", "no such subscription on this connection")
+        if sub.answered:
+            raise ApiError("bad_request", "this subscription was already answered")
+        answer = _description(sdp, "answer")
+        router = self.room.router()
+        try:
+            await router.accept_answer(sub_id, answer)
+        except Exception as exc:
+            raise _media_error(exc, "answer") from None
+        sub.answered = True
+        return {}
+
+    async def on_unsubscribe(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        await self.room.remove_subscription(self.conn, _req(msg, "subscription_id"))
+        return {}
+
+    async def on_signal(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        to = _str(msg, "to", max_len=MAX_ID_CHARS, required=False)
+        kind = _req(msg, "kind", max_len=MAX_SIGNAL_KIND_CHARS)
+        data = _str(msg, "data", max_len=MAX_SIGNAL_DATA_BYTES, required=False)
+        if data is None:
+            if "data" in msg:
+                raise ApiError("bad_request", "'data' must be a string")
+            data = ""
+        if len(data.encode("utf-8", "surrogatepass")) > MAX_SIGNAL_DATA_BYTES:
+            raise ApiError("bad_request", f"'data' is over {MAX_SIGNAL_DATA_BYTES} bytes")
+        event = {"type": "signal", "from": self.conn.id, "kind": kind, "data": data}
+        if to is not None:
+            target = self.room.connections.get(to)
+            if target is None:
+                raise ApiError("unknown_connection", "no such connection in this session")
+            target.send(event)
+        else:
+            self.room.broadcast(event, exclude=self.conn.id)
+        return {}
+
+    async def on_force_disconnect(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        self._require_moderator("force a disconnect")
+        cid = _req(msg, "connection_id")
+        await force_disconnect(self.room, cid)
+        return {}
+
+    async def on_force_unpublish(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        self._require_moderator("force an unpublish")
+        await self.room.remove_stream(_req(msg, "stream_id"), "force_unpublished")
+        return {}
+
+    async def on_disconnect(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        self.conn.send({"type": "ok", "id": msg.get("id")})
+        await self.room.remove_connection(self.conn, "disconnected")
+        self.conn.close(1000, "bye")
+        return None
+
+    async def on_ping(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        return {"type": "pong"}
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    async def handle_text(self, text: str) -> None:
+        msg_id: object = None
+        try:
+            if len(text) > SOFT_MESSAGE_CHARS:
+                raise ApiError(
+                    "message_too_large", f"messages are limited to {SOFT_MESSAGE_CHARS} bytes"
+                )
+            try:
+                msg = json.loads(text)
+            except (ValueError, RecursionError):
+                raise ApiError("bad_json", "the message is not valid JSON") from None
+            if not isinstance(msg, dict):
+                raise ApiError("bad_request", "a message must be a JSON object")
+            msg_id = msg.get("id")
+            if msg_id is not None and not (
+                (isinstance(msg_id, str) and len(msg_id) <= MAX_ID_CHARS)
+                or (isinstance(msg_id, int) and not isinstance(msg_id, bool))
+            ):
+                msg_id = None
+                raise ApiError("bad_request", "'id' must be a short string or an integer")
+            kind = msg.get("type")
+            if not isinstance(kind, str):
+                raise ApiError("bad_request", "'type' must be a string")
+            handler = HANDLERS.get(kind)
+            if handler is None:
+                raise ApiError("unknown_type", f"unknown message type {kind[:40]!r}")
+            reply = await handler(self, msg)
+            if reply is not None:
+                self.conn.send({"type": "ok", **reply, "id": msg_id})
+        except ApiError as err:
+            self.conn.send(err.body(msg_id, with_id=True))
+        except Exception:
+            log.exception("signaling handler failed on connection %s", self.conn.id)
+            self.conn.send(
+                ApiError("internal_error", "the server failed to handle the message", 500).body(
+                    msg_id, with_id=True
+                )
+            )
+
+
+HANDLERS: dict[str, Handler] = {
+    "publish": Session.on_publish,
+    "unpublish": Session.on_unpublish,
+    "subscribe": Session.on_subscribe,
+    "answer": Session.on_answer,
+    "unsubscribe": Session.on_unsubscribe,
+    "signal": Session.on_signal,
+    "force_disconnect": Session.on_force_disconnect,
+    "force_unpublish": Session.on_force_unpublish,
+    "disconnect": Session.on_disconnect,
+    "ping": Session.on_ping,
+}
+
+
+async def _discard(aw: Awaitable[Any]) -> None:
+    try:
+        await aw
+    except Exception as exc:
+        log.debug("router clean-up failed: %r", exc)
+
+
+async def force_disconnect(room: Room, connection_id: str) -> None:
+    """Removes a connection (moderator or REST); ``unknown_connection`` if none."""
+    conn = room.connections.get(connection_id)
+    if conn is None:
+        raise ApiError("unknown_connection", "no such connection in this session", 404)
+    await room.remove_connection(
+        conn, "force_disconnected", close=(CLOSE_FORCE_DISCONNECTED, "force disconnected")
+    )
+
+
+# -- the endpoint -----------------------------------------------------------------------
+
+
+async def _refuse(ws: web.WebSocketResponse, code: int, err: ApiError) -> web.WebSocketResponse:
+    try:
+        await ws.send_json(err.body())
+        await ws.close(code=code, message=err.code.encode())
+    except Exception as exc:
+        log.debug("refusing a WebSocket failed: %r", exc)
+    return ws
+
+
+def _session_hello(room: Room, conn: Connection) -> dict[str, Any]:
+    r = room.record
+    return {
+        "type": "session",
+        "session": {
+            "id": r.id,
+            "e2ee": r.e2ee,
+            "media_mode": r.media_mode,
+            "suite": r.suite,
+            "kdf_iterations": r.kdf_iterations,
+            "max_participants": r.max_participants,
+        },
+        "connection": conn.public(),
+        "connections": room.connections_public(),
+        "streams": room.streams_public(),
+    }
+
+
+async def websocket_handler(request: web.Request, hub: Hub) -> web.StreamResponse:
+    session_id = request.match_info["session_id"]
+    ws = web.WebSocketResponse(
+        max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_SECONDS, autoping=True
+    )
+    if not ws.can_prepare(request).ok:
+        raise ApiError("bad_request", "this endpoint needs a WebSocket upgrade", 400)
+    await ws.prepare(request)
+
+    token = request.query.get("token")
+    if not token:
+        return await _refuse(
+            ws, CLOSE_BAD_REQUEST, ApiError("token_missing", "a 'token' query parameter is needed")
+        )
+    try:
+        claims = verify_token(hub.api_key, hub.api_secret, token, session_id=session_id)
+    except TokenWrongSession as exc:
+        return await _refuse(ws, CLOSE_FORBIDDEN, ApiError(exc.code, exc.message))
+    except TokenError as exc:
+        return await _refuse(ws, CLOSE_UNAUTHORIZED, ApiError(exc.code, exc.message))
+    record = await hub.session(session_id)
+    if record is None:
+        return await _refuse(ws, CLOSE_NOT_FOUND, ApiError("session_not_found", "no such session"))
+
+    conn = Connection(ws, claims.role, claims.data)
+    room = hub.room(record)
+    try:
+        room.add_connection(conn)
+    except ApiError as err:
+        conn.alive = False
+        await conn.wait_closed(0)
+        if not room.connections:
+            await hub.retire(room)
+        return await _refuse(ws, CLOSE_PARTICIPANT_LIMIT, err)
+
+    log.info("connection %s joined session %s as %s", conn.id, record.id, conn.role)
+    conn.send(_session_hello(room, conn))
+    session = Session(hub, room, conn)
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await session.handle_text(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                conn.send(ApiError("bad_request", "binary messages are not accepted").body())
+            elif msg.type == WSMsgType.ERROR:
+                log.info("connection %s: WebSocket error %r", conn.id, ws.exception())
+                break
+            if not conn.alive:
+                break
+    except Exception:
+        log.exception("connection %s failed", conn.id)
+    finally:
+        await room.remove_connection(conn, "disconnected")
+        conn.close(1000, "")
+        await conn.wait_closed()
+        log.info("connection %s left session %s", conn.id, record.id)
+    return ws

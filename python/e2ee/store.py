@@ -1,0 +1,260 @@
+"""Durable state of the session server: the project credentials and the sessions.
+
+The server talks to storage only through the small :class:`Store` protocol below, so a
+shared store (Postgres, Redis, ...) can replace the embedded default later.  The default,
+:class:`SQLiteStore`, keeps everything in one SQLite file in the data directory, so a
+restart keeps the sessions, and the tokens minted for them stay valid (they are signed with
+the persisted API secret).
+
+Live state (connections, streams, subscriptions) is not stored: it belongs to the process
+that holds the WebSockets and the media router.
+
+The database file holds the API secret: it is created ``0600`` in a ``0700`` directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import sqlite3
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "DB_FILENAME",
+    "Credentials",
+    "DuplicateSession",
+    "SQLiteStore",
+    "SessionRecord",
+    "Store",
+    "db_path",
+    "new_api_key",
+    "new_api_secret",
+]
+
+log = logging.getLogger(__name__)
+
+#: Name of the SQLite database inside the data directory.
+DB_FILENAME = "e2ee.sqlite3"
+SCHEMA_VERSION = 1
+
+MediaMode = Literal["routed", "relayed"]
+
+
+def db_path(data_dir: str | os.PathLike[str]) -> Path:
+    """Where :class:`SQLiteStore` keeps its database inside ``data_dir``."""
+    return Path(data_dir) / DB_FILENAME
+
+
+def new_api_key() -> str:
+    """A public project identifier (not a secret; 96 random bits keep it unguessable)."""
+    return "key_" + secrets.token_hex(12)
+
+
+def new_api_secret() -> str:
+    """The project's signing secret: 256 bits from the OS CSPRNG, URL-safe base64."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The project's API key (public) and API secret (signs every token; never sent)."""
+
+    api_key: str
+    api_secret: str
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Credentials(api_key={self.api_key!r}, api_secret=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session as created through ``POST /v1/sessions``; immutable once created.
+
+    ``suite`` and ``kdf_iterations`` are set for E2EE sessions only (``None`` otherwise).
+    ``created_at`` is a Unix timestamp.
+    """
+
+    id: str
+    media_mode: MediaMode
+    e2ee: bool
+    suite: int | None
+    kdf_iterations: int | None
+    max_participants: int
+    created_at: float
+
+
+class DuplicateSession(Exception):
+    """A session with this id exists already (ids are random: practically never)."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the server needs from durable storage.  Every method may be called
+    concurrently from the event loop; implementations must not block it."""
+
+    async def get_or_create_credentials(self) -> Credentials:
+        """The project credentials, created on first call (atomically: two processes
+        starting on the same store get the same credentials)."""
+        ...
+
+    async def create_session(self, record: SessionRecord) -> None:
+        """Stores a new session; :class:`DuplicateSession` if the id exists."""
+        ...
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        """The session, or ``None`` if there is none with this id."""
+        ...
+
+    async def close(self) -> None:
+        """Releases the store; no other method is called afterwards."""
+        ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS credentials (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    api_key     TEXT NOT NULL,
+    api_secret  TEXT NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id               TEXT PRIMARY KEY,
+    media_mode       TEXT NOT NULL CHECK (media_mode IN ('routed', 'relayed')),
+    e2ee             INTEGER NOT NULL CHECK (e2ee IN (0, 1)),
+    suite            INTEGER,
+    kdf_iterations   INTEGER,
+    max_participants INTEGER NOT NULL,
+    created_at       REAL NOT NULL
+);
+"""
+
+
+class SQLiteStore:
+    """:class:`Store` in one SQLite file (WAL mode).  Calls run in a worker thread,
+    serialized by a lock, so the event loop never waits on disk.
+
+    ``path`` is the database file; see :meth:`in_data_dir` for the usual location.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        _prepare_private_file(self.path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self._db.close()
+            raise RuntimeError(
+                f"{self.path} has schema version {version}; this e2ee knows {SCHEMA_VERSION}"
+            )
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._closed = False
+
+    @classmethod
+    def in_data_dir(cls, data_dir: str | os.PathLike[str]) -> SQLiteStore:
+        """The store at ``data_dir/e2ee.sqlite3``, creating the directory (``0700``)."""
+        directory = Path(data_dir)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return cls(db_path(directory))
+
+    # -- synchronous core (also used by the CLI helpers) --------------------------------
+
+    def get_or_create_credentials_sync(self) -> Credentials:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO credentials (id, api_key, api_secret, created_at) "
+                "VALUES (1, ?, ?, ?)",
+                (new_api_key(), new_api_secret(), time.time()),
+            )
+            row = self._db.execute(
+                "SELECT api_key, api_secret FROM credentials WHERE id = 1"
+            ).fetchone()
+        return Credentials(api_key=row[0], api_secret=row[1])
+
+    def create_session_sync(self, record: SessionRecord) -> None:
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO sessions (id, media_mode, e2ee, suite, kdf_iterations, "
+                    "max_participants, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.id,
+                        record.media_mode,
+                        int(record.e2ee),
+                        record.suite,
+                        record.kdf_iterations,
+                        record.max_participants,
+                        record.created_at,
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
+                raise DuplicateSession(record.id) from None
+            raise
+
+    def get_session_sync(self, session_id: str) -> SessionRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, media_mode, e2ee, suite, kdf_iterations, max_participants, "
+                "created_at FROM sessions WHERE id = ?",
+                (session_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return SessionRecord(
+            id=row[0],
+            media_mode=row[1],
+            e2ee=bool(row[2]),
+            suite=row[3],
+            kdf_iterations=row[4],
+            max_participants=row[5],
+            created_at=row[6],
+        )
+
+    def close_sync(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    # -- Store -----------------------------------------------------------------------------
+
+    async def get_or_create_credentials(self) -> Credentials:
+        return await asyncio.to_thread(self.get_or_create_credentials_sync)
+
+    async def create_session(self, record: SessionRecord) -> None:
+        await asyncio.to_thread(self.create_session_sync, record)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        return await asyncio.to_thread(self.get_session_sync, session_id)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.close_sync)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+
+def _prepare_private_file(path: Path) -> None:
+    """Creates ``path`` readable by its owner only, or tightens an existing file that
+    others can read (it holds the API secret)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o077 and os.name == "posix":
+            log.warning("%s was accessible to others (mode %o); setting 0600", path, mode)
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)

@@ -1,0 +1,369 @@
+"""Tokens: who may join which session, and who may call the REST API.
+
+Two kinds of JWT, both HS256 signed with the project's API secret, both with
+``iss = api_key``.  A ``scope`` claim keeps them apart, so a client holding a session
+token can never use it on the REST API, and a REST credential is not a session token:
+
+* **Session tokens** (``scope = "session.connect"``), handed to clients, minted with
+  :func:`mint_token` (or ``POST /v1/sessions/{id}/tokens``) and checked with
+  :func:`verify_token` when a client connects.  Claims: ``session_id``, ``role``
+  (``subscriber`` | ``publisher`` | ``moderator``), ``data`` (connection data, at most
+  1000 characters, **visible to everyone in the session**: never put personal or secret
+  information in it), ``iat``, ``exp`` (default 24 h, at most 30 days), ``jti`` (random,
+  unique).
+* **Project auth tokens** (``scope = "project"``), short-lived (default 5 minutes, at most
+  1 hour), made with :func:`project_auth_token` by the application server and sent as
+  ``Authorization: Bearer <jwt>``; the API secret itself never travels.
+
+Every failure raises a subclass of :class:`TokenError` whose ``reason`` is a stable code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import jwt
+
+from e2ee.errors import E2eeError
+
+__all__ = [
+    "DEFAULT_TTL",
+    "MAX_AUTH_TTL",
+    "MAX_DATA_CHARS",
+    "MAX_TTL",
+    "ROLES",
+    "ProjectClaims",
+    "TokenBadSignature",
+    "TokenClaims",
+    "TokenError",
+    "TokenExpired",
+    "TokenMalformed",
+    "TokenUnknownRole",
+    "TokenWrongSession",
+    "mint_token",
+    "mint_token_for_data_dir",
+    "project_auth_token",
+    "verify_project_auth",
+    "verify_token",
+]
+
+Role = Literal["subscriber", "publisher", "moderator"]
+ROLES: Final = ("subscriber", "publisher", "moderator")
+#: Default lifetime of a session token: 24 hours.
+DEFAULT_TTL: Final = 24 * 3600
+#: Longest lifetime of a session token: 30 days.
+MAX_TTL: Final = 30 * 24 * 3600
+#: Longest lifetime of a project auth token: 1 hour (default 5 minutes).
+MAX_AUTH_TTL: Final = 3600
+MAX_DATA_CHARS: Final = 1000
+#: Clock skew tolerated between the minting and the verifying host, in seconds.
+LEEWAY: Final = 10
+
+SESSION_SCOPE: Final = "session.connect"
+PROJECT_SCOPE: Final = "project"
+_ALGORITHM: Final = "HS256"
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+class TokenError(E2eeError, ValueError):
+    """A token was refused.  ``reason`` is a stable code (``"expired"``, ...)."""
+
+    reason: str = "invalid"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def code(self) -> str:
+        """The error code the server sends: ``token_<reason>``."""
+        return f"token_{self.reason}"
+
+
+class TokenMalformed(TokenError):
+    """Not a JWT, a required claim is missing or of the wrong type, or the wrong kind of
+    token (a project auth token where a session token is expected, or the reverse)."""
+
+    reason = "malformed"
+
+
+class TokenBadSignature(TokenError):
+    """The signature does not verify with this project's API secret (tampered, or
+    minted by another project), or the algorithm is not HS256."""
+
+    reason = "bad_signature"
+
+
+class TokenExpired(TokenError):
+    """``exp`` has passed (or, for a project auth token, lies too far in the future)."""
+
+    reason = "expired"
+
+
+class TokenWrongSession(TokenError):
+    """A valid token, but for another session."""
+
+    reason = "wrong_session"
+
+
+class TokenUnknownRole(TokenError):
+    """The role is not one of subscriber, publisher, moderator."""
+
+    reason = "unknown_role"
+
+
+# -- claims -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """A verified session token."""
+
+    session_id: str
+    role: Role
+    data: str
+    issued_at: int
+    expires_at: int
+    jti: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectClaims:
+    """A verified project auth token."""
+
+    api_key: str
+    issued_at: int
+    expires_at: int
+    jti: str
+
+
+# -- minting ----------------------------------------------------------------------------
+
+
+def _check_secret(api_key: str, api_secret: str) -> None:
+    if not isinstance(api_key, str) or not api_key:
+        raise ValueError("api_key must be a non-empty str")
+    if not isinstance(api_secret, str) or len(api_secret) < 32:
+        raise ValueError("api_secret must be a str of at least 32 characters")
+
+
+def _check_ttl(ttl: object, maximum: int) -> int:
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise TypeError("ttl must be an int (seconds)")
+    if not 1 <= ttl <= maximum:
+        raise ValueError(f"ttl must be from 1 to {maximum} seconds")
+    return ttl
+
+
+def mint_token(
+    api_key: str,
+    api_secret: str,
+    session_id: str,
+    *,
+    role: Role = "publisher",
+    ttl: int = DEFAULT_TTL,
+    data: str = "",
+    now: float | None = None,
+) -> str:
+    """A session token for ``session_id``.
+
+    ``role``: ``"subscriber"`` (cannot publish), ``"publisher"`` or ``"moderator"`` (can
+    also force-disconnect and force-unpublish).  ``ttl`` in seconds, 1 to 30 days.
+    ``data`` is the connection data, at most 1000 characters, shown to **everyone** in
+    the session.  ``now`` (Unix time) is for tests.  Does not check that the session
+    exists (the REST endpoint and :func:`mint_token_for_data_dir` do).
+    """
+    _check_secret(api_key, api_secret)
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError("session_id must be a non-empty str")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    ttl = _check_ttl(ttl, MAX_TTL)
+    if not isinstance(data, str):
+        raise TypeError("data must be a str")
+    if len(data) > MAX_DATA_CHARS:
+        raise ValueError(f"data must be at most {MAX_DATA_CHARS} characters")
+    iat = int(time.time() if now is None else now)
+    claims = {
+        "iss": api_key,
+        "scope": SESSION_SCOPE,
+        "session_id": session_id,
+        "role": role,
+        "data": data,
+        "iat": iat,
+        "exp": iat + ttl,
+        "jti": secrets.token_urlsafe(16),
+    }
+    return jwt.encode(claims, api_secret, algorithm=_ALGORITHM)
+
+
+def project_auth_token(
+    api_key: str, api_secret: str, ttl: int = 300, *, now: float | None = None
+) -> str:
+    """A short-lived JWT for the REST API: send it as ``Authorization: Bearer <jwt>``.
+    ``ttl`` in seconds, 1 to 3600 (default 300)."""
+    _check_secret(api_key, api_secret)
+    ttl = _check_ttl(ttl, MAX_AUTH_TTL)
+    iat = int(time.time() if now is None else now)
+    claims = {
+        "iss": api_key,
+        "scope": PROJECT_SCOPE,
+        "iat": iat,
+        "exp": iat + ttl,
+        "jti": secrets.token_urlsafe(16),
+    }
+    return jwt.encode(claims, api_secret, algorithm=_ALGORITHM)
+
+
+def mint_token_for_data_dir(
+    data_dir: str | os.PathLike[str],
+    session_id: str,
+    *,
+    role: Role = "publisher",
+    ttl: int = DEFAULT_TTL,
+    data: str = "",
+) -> str:
+    """:func:`mint_token` with the credentials of the server whose data directory is
+    ``data_dir`` (for the ``e2ee token`` command).  Raises :class:`LookupError` if the
+    directory holds no credentials or no session ``session_id``."""
+    from e2ee.store import SQLiteStore, db_path
+
+    path = db_path(data_dir)
+    if not path.is_file():
+        raise LookupError(f"no e2ee server data in {data_dir} (no {path.name})")
+    store = SQLiteStore(path)
+    try:
+        if store.get_session_sync(session_id) is None:
+            raise LookupError(f"no session {session_id!r} in {data_dir}")
+        creds = store.get_or_create_credentials_sync()
+    finally:
+        store.close_sync()
+    return mint_token(creds.api_key, creds.api_secret, session_id, role=role, ttl=ttl, data=data)
+
+
+# -- verifying --------------------------------------------------------------------------
+
+
+def _segment(token: str, index: int) -> dict[str, Any] | None:
+    """The JSON object in segment ``index`` of a compact JWS, or ``None``."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(parts[index] + "=" * (-len(parts[index]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _decode(api_key: str, api_secret: str, token: object, now: float | None) -> dict[str, Any]:
+    if not isinstance(token, str) or not token or len(token) > 8192:
+        raise TokenMalformed("the token is missing or not a JWT")
+    header = _segment(token, 0)
+    if header is None or _segment(token, 1) is None:
+        raise TokenMalformed("the token is not a JWT")
+    if header.get("alg") != _ALGORITHM:
+        raise TokenBadSignature(f"the token must be signed with {_ALGORITHM}")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            api_secret,
+            algorithms=[_ALGORITHM],
+            options={
+                "require": ["iss", "iat", "exp", "jti", "scope"],
+                "verify_exp": False,  # checked below, with `now`
+                "verify_iat": False,
+                "verify_iss": False,
+            },
+        )
+    except jwt.InvalidSignatureError:
+        raise TokenBadSignature("the token's signature is not valid for this project") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenMalformed(f"the token lacks the {exc.claim!r} claim") from None
+    except jwt.DecodeError:
+        # Header and payload were readable (checked above): the signature is not.
+        raise TokenBadSignature("the token's signature is not valid for this project") from None
+    except jwt.InvalidTokenError:
+        raise TokenMalformed("the token is not a valid JWT") from None
+    for name in ("iat", "exp"):
+        if isinstance(claims[name], bool) or not isinstance(claims[name], int):
+            raise TokenMalformed(f"the token's {name!r} claim is not an integer")
+    if not isinstance(claims["jti"], str) or not isinstance(claims["scope"], str):
+        raise TokenMalformed("the token's 'jti' or 'scope' claim is not a string")
+    if claims["iss"] != api_key:
+        # Signed with our secret but naming another key: not one of ours.
+        raise TokenBadSignature("the token was not issued for this project's API key")
+    t = time.time() if now is None else now
+    if claims["exp"] <= t - LEEWAY:
+        raise TokenExpired("the token has expired")
+    if claims["iat"] > t + LEEWAY:
+        raise TokenMalformed("the token was issued in the future")
+    return claims
+
+
+def verify_token(
+    api_key: str,
+    api_secret: str,
+    token: str,
+    *,
+    session_id: str | None = None,
+    now: float | None = None,
+) -> TokenClaims:
+    """Checks a session token and returns its claims.
+
+    With ``session_id``, the token must be for that session (else
+    :class:`TokenWrongSession`).  Raises a :class:`TokenError` subclass:
+    :class:`TokenMalformed`, :class:`TokenBadSignature`, :class:`TokenExpired`,
+    :class:`TokenWrongSession` or :class:`TokenUnknownRole`.
+    """
+    claims = _decode(api_key, api_secret, token, now)
+    if claims["scope"] != SESSION_SCOPE:
+        raise TokenMalformed("this is not a session token")
+    sid = claims.get("session_id")
+    data = claims.get("data", "")
+    if not isinstance(sid, str) or not sid:
+        raise TokenMalformed("the token lacks a 'session_id' claim")
+    if not isinstance(data, str) or len(data) > MAX_DATA_CHARS:
+        raise TokenMalformed(f"the token's 'data' is not a str of at most {MAX_DATA_CHARS}")
+    if session_id is not None and not secrets.compare_digest(sid.encode(), session_id.encode()):
+        raise TokenWrongSession("the token is for another session")
+    role = claims.get("role")
+    if role not in ROLES:
+        raise TokenUnknownRole(f"unknown role {str(role)[:32]!r}")
+    return TokenClaims(
+        session_id=sid,
+        role=role,
+        data=data,
+        issued_at=claims["iat"],
+        expires_at=claims["exp"],
+        jti=claims["jti"],
+    )
+
+
+def verify_project_auth(
+    api_key: str, api_secret: str, token: str, *, now: float | None = None
+) -> ProjectClaims:
+    """Checks a project auth token (the REST API's ``Authorization: Bearer``).  A token
+    whose ``exp`` lies more than :data:`MAX_AUTH_TTL` ahead is refused as
+    :class:`TokenExpired`: REST credentials must be short-lived."""
+    claims = _decode(api_key, api_secret, token, now)
+    if claims["scope"] != PROJECT_SCOPE:
+        raise TokenMalformed("this is not a project auth token (session tokens are for clients)")
+    t = time.time() if now is None else now
+    if claims["exp"] > t + MAX_AUTH_TTL + LEEWAY:
+        raise TokenExpired(f"project auth tokens must expire within {MAX_AUTH_TTL} s")
+    return ProjectClaims(
+        api_key=claims["iss"],
+        issued_at=claims["iat"],
+        expires_at=claims["exp"],
+        jti=claims["jti"],
+    )

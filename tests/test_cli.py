@@ -1,0 +1,91 @@
+"""The ``e2ee`` command against a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from e2ee.tokens import verify_token
+from server_helpers import ServerProcess
+
+
+def e2ee(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "e2ee", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("cli"), router="fake").start()
+    yield proc
+    proc.stop()
+
+
+def test_help_and_selftest() -> None:
+    out = e2ee("--help").stdout
+    for command in ("serve", "session", "token", "demo", "selftest"):
+        assert command in out
+    assert "self-test ok (8 cipher suites)" in e2ee("selftest").stdout
+
+
+def test_session_create_and_token(server: ServerProcess) -> None:
+    data = str(server.data_dir)
+    sid = e2ee("session", "create", "--e2ee", "--url", server.url, "--data-dir", data).stdout
+    sid = sid.strip()
+    assert len(sid) >= 22
+    token = e2ee("token", sid, "--role", "moderator", "--data", "alice", "--data-dir", data)
+    creds = server.credentials()
+    claims = verify_token(creds.api_key, creds.api_secret, token.stdout.strip(), session_id=sid)
+    assert claims.role == "moderator"
+    assert claims.data == "alice"
+
+    async def join() -> str:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(
+                f"{server.url}/v1/sessions/{sid}/ws", params={"token": token.stdout.strip()}
+            ) as ws,
+        ):
+            first = await ws.receive_json()
+            return str(first["session"]["e2ee"])
+
+    assert asyncio.run(join()) == "True"
+
+
+def test_refusals_are_clear(server: ServerProcess, tmp_path: Path) -> None:
+    data = str(server.data_dir)
+    bad = e2ee(
+        "session",
+        "create",
+        "--e2ee",
+        "--relayed",
+        "--url",
+        server.url,
+        "--data-dir",
+        data,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "bad_request" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    unknown = e2ee("token", "no-such-session", "--data-dir", data, check=False)
+    assert unknown.returncode == 1
+    assert "no session" in unknown.stderr
+    sid = e2ee("session", "create", "--url", server.url, "--data-dir", data).stdout.strip()
+    too_long = e2ee("token", sid, "--ttl", str(40 * 86400), "--data-dir", data, check=False)
+    assert too_long.returncode == 1
+    assert "Traceback" not in too_long.stderr
+    nowhere = e2ee("token", sid, "--data-dir", str(tmp_path), check=False)
+    assert nowhere.returncode == 1
+    assert "no e2ee server data" in nowhere.stderr
