@@ -9,33 +9,18 @@ independent reference the e2ee tests compare against, so it has to be right on i
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidTag
 
+import baseline
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_baseline() -> ModuleType:
-    """Import ``benches/baseline.py`` by path (``benches`` is not a package)."""
-    if "baseline" in sys.modules:
-        return sys.modules["baseline"]
-    spec = importlib.util.spec_from_file_location("baseline", ROOT / "benches" / "baseline.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["baseline"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-baseline = _load_baseline()
 VECTORS = ROOT / "tests" / "vectors"
 RFC = json.loads((VECTORS / "rfc9605.json").read_text())
 IANA256 = json.loads((VECTORS / "draft-barnes-sframe-iana-256.json").read_text())

@@ -22,12 +22,9 @@ length limits counted after NFC, NFC equivalence, cross-checks against ``hashlib
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import random
-import sys
 import unicodedata
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -36,6 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import baseline
 import e2ee
 from e2ee import errors, sframe
 
@@ -46,21 +44,6 @@ SUITE_ID = "suite{}".format
 KEY = bytes(range(32))
 ITERATIONS = 1000  # PBKDF2 rounds for the secret tests: enough to check, fast to run
 
-
-def _load_baseline() -> ModuleType:
-    """Import ``benches/baseline.py`` by path (``benches`` is not a package)."""
-    if "baseline" in sys.modules:
-        return sys.modules["baseline"]
-    spec = importlib.util.spec_from_file_location("baseline", ROOT / "benches" / "baseline.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["baseline"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-baseline = _load_baseline()
 
 suites = st.sampled_from(ALL_SUITES)
 u64 = st.integers(min_value=0, max_value=MAX_U64)

@@ -189,12 +189,7 @@ pub struct FrameReceiver {
 
 impl FrameReceiver {
     pub fn new(suite: CipherSuite, codec: Codec, replay_window: u32) -> Result<Self> {
-        if replay_window > crate::replay::MAX_WIDTH {
-            return Err(Error::InvalidArgument(format!(
-                "replay window of {replay_window} is wider than {}",
-                crate::replay::MAX_WIDTH
-            )));
-        }
+        ReplayWindow::check_width(replay_window)?;
         Ok(FrameReceiver {
             suite,
             codec,

@@ -19,6 +19,16 @@ pub struct ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// Refuses a width the window cannot hold.
+    pub fn check_width(width: u32) -> Result<(), crate::Error> {
+        if width > MAX_WIDTH {
+            return Err(crate::Error::InvalidArgument(format!(
+                "replay window of {width} is wider than {MAX_WIDTH}"
+            )));
+        }
+        Ok(())
+    }
+
     /// A window of `width` counters (1 to 128); 0 disables replay protection.
     pub fn new(width: u32) -> Self {
         ReplayWindow {

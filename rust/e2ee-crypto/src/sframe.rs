@@ -272,12 +272,7 @@ impl Decryptor {
     /// `replay_window`: how many CTR values back a reordered frame is still accepted,
     /// 1 to 128; 0 turns replay protection off.
     pub fn new(suite: CipherSuite, replay_window: u32) -> Result<Self> {
-        if replay_window > crate::replay::MAX_WIDTH {
-            return Err(Error::InvalidArgument(format!(
-                "replay window of {replay_window} is wider than {}",
-                crate::replay::MAX_WIDTH
-            )));
-        }
+        ReplayWindow::check_width(replay_window)?;
         Ok(Decryptor {
             suite,
             replay_window,
