@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::sframe::{MAX_TAG_LEN, copy_prefix, join_aad};
 use crate::suite::{Aead, CipherSuite, Hash};
 
-pub(crate) const BACKEND: &str = "RustCrypto aes 0.9 / ctr 0.10 / hmac 0.13 / sha2 0.11 (CTR-HMAC, HKDF, PBKDF2); \
-     aws-lc-rs 1.19 (AES-GCM)";
+pub(crate) const BACKEND: &str = "RustCrypto aes 0.9 / hmac 0.13 / sha2 0.11 \
+     (AES-CTR, HMAC under 4 KiB, HKDF, PBKDF2); aws-lc-rs 1.19 (AES-GCM, HMAC from 4 KiB)";
 
 /// An HKDF pseudo-random key (RFC 5869 §2.2).
 pub(crate) enum Prk {
