@@ -139,6 +139,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"e2ee.bench.{args.target}")
+    except ModuleNotFoundError as exc:
+        raise SystemExit(f"e2ee: bench {args.target} needs {exc.name}") from exc
+    code: int = module.main(args.bench_args)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="e2ee",
@@ -181,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="use this server instead of starting one")
     p.add_argument("--data-dir", type=Path, help="with --url: that server's data dir")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: `e2ee bench crypto ...` or `e2ee bench router ...` (see --help of each)",
+        add_help=False,
+    )
+    p.add_argument("target", choices=["crypto", "router"])
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("selftest", help="run the crypto core's known-answer tests")
     p.set_defaults(func=_selftest)
