@@ -10,20 +10,13 @@ encryption secret becomes keys like this::
 
 from __future__ import annotations
 
-from e2ee import errors, sframe
-from e2ee._core import (
-    BACKEND,
-    MAX_SECRET_CHARS,
-    MIN_SECRET_CHARS,
-    __version__,
-    cpu_features,
-    derive_secret_key,
-    kid_secret_id,
-    new_kid,
-    normalize_secret,
-    secret_id,
-    self_test,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Errors are plain Python and always loaded.  Everything else loads on first use (PEP 562),
+# so that a process which only routes media (e2ee.router, e2ee.server) never loads the
+# crypto core or any key handling.
+from e2ee import errors
 from e2ee.errors import (
     DecryptionInternalError,
     E2eeError,
@@ -32,8 +25,63 @@ from e2ee.errors import (
     EncryptionSecretMissing,
     InvalidEncryptionSecret,
 )
-from e2ee.frames import DecryptorEvent, FrameDecryptor, FrameEncryptor
-from e2ee.keyring import KeyRing
+
+if TYPE_CHECKING:
+    from e2ee import sframe
+    from e2ee._core import (
+        BACKEND,
+        MAX_SECRET_CHARS,
+        MIN_SECRET_CHARS,
+        __version__,
+        cpu_features,
+        derive_secret_key,
+        kid_secret_id,
+        new_kid,
+        normalize_secret,
+        secret_id,
+        self_test,
+    )
+    from e2ee.frames import DecryptorEvent, FrameDecryptor, FrameEncryptor
+    from e2ee.keyring import KeyRing
+
+_LAZY = {
+    **{
+        name: "e2ee._core"
+        for name in (
+            "BACKEND",
+            "MAX_SECRET_CHARS",
+            "MIN_SECRET_CHARS",
+            "__version__",
+            "cpu_features",
+            "derive_secret_key",
+            "kid_secret_id",
+            "new_kid",
+            "normalize_secret",
+            "secret_id",
+            "self_test",
+        )
+    },
+    "DecryptorEvent": "e2ee.frames",
+    "FrameDecryptor": "e2ee.frames",
+    "FrameEncryptor": "e2ee.frames",
+    "KeyRing": "e2ee.keyring",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "sframe":
+        value: Any = importlib.import_module("e2ee.sframe")
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'e2ee' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "BACKEND",

@@ -50,11 +50,11 @@ def _needs(extra: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # No self-test here: the serving process never loads the crypto core (it routes
+    # media it cannot read); scripts/serve runs `e2ee selftest` first, in its own process.
     _needs("server")
     from e2ee import server
 
-    if _selftest(args) != 0:
-        return 1
     server.run(args.host, args.port, args.data_dir)
     return 0
 
@@ -150,12 +150,21 @@ def _bench(args: argparse.Namespace) -> int:
     return code
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("e2ee-media")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="e2ee",
         description="End-to-end encrypted media through a router that cannot read it.",
     )
-    parser.add_argument("--version", action="version", version=f"e2ee {e2ee.__version__}")
+    parser.add_argument("--version", action="version", version=f"e2ee {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the session server and media router")

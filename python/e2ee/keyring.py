@@ -17,16 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from e2ee import _core
+from e2ee import _core, params
 from e2ee.sframe import CipherSuite
 
 __all__ = ["KeyRing"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SUITE = CipherSuite.AES_256_CTR_HMAC_SHA512_80
-DEFAULT_ITERATIONS = 600_000
-MAX_ITERATIONS = 10_000_000
+DEFAULT_SUITE = CipherSuite(params.DEFAULT_SUITE)
+DEFAULT_ITERATIONS = params.DEFAULT_ITERATIONS
+MAX_ITERATIONS = params.MAX_ITERATIONS
 #: Previous secrets kept for their grace period besides the current one.
 MAX_PREVIOUS = 2
 #: Longest grace period, in seconds: a replaced secret is never accepted for days.

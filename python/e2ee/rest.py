@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from e2ee.keyring import DEFAULT_ITERATIONS, MAX_ITERATIONS
+from e2ee.params import DEFAULT_ITERATIONS, DEFAULT_SUITE, MAX_ITERATIONS
 from e2ee.rooms import ApiError, Hub, Room
 from e2ee.signaling import force_disconnect
 from e2ee.store import DuplicateSession, SessionRecord
@@ -47,7 +47,6 @@ __all__ = ["MIN_ITERATIONS", "add_routes", "parse_session_options", "session_jso
 
 #: Bounds of the session parameters.
 MIN_ITERATIONS = 1000
-DEFAULT_SUITE = 6
 MAX_PARTICIPANTS = 1000
 DEFAULT_MAX_PARTICIPANTS = 50
 #: Body size limit of the REST API.

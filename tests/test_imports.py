@@ -1,0 +1,56 @@
+"""A process that only serves and routes media never loads the crypto core.
+
+The router reads clear codec bytes and SFrame headers; it holds no key, and with the
+package loading lazily it does not even load the code that could derive one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CRYPTO = ("e2ee._core", "e2ee.keyring", "e2ee.frames", "e2ee.sframe", "e2ee.transform")
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in sys.modules if m.startswith('e2ee')))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(out.stdout.split())
+
+
+def test_server_and_router_do_not_load_the_crypto_core(tmp_path: object) -> None:
+    loaded = _loaded_after(
+        "import asyncio, tempfile\n"
+        "import e2ee.server, e2ee.router\n"
+        "from e2ee.router import Router\n"
+        "async def main():\n"
+        "    app = await e2ee.server.create_app(tempfile.mkdtemp())\n"
+        "    r = Router(e2ee=True)\n"
+        "    await r.close()\n"
+        "asyncio.run(main())"
+    )
+    assert "e2ee.router" in loaded
+    assert "e2ee.server" in loaded
+    assert not loaded & set(CRYPTO), loaded & set(CRYPTO)
+
+
+def test_the_serve_command_does_not_load_it_either() -> None:
+    loaded = _loaded_after(
+        "import e2ee.cli\n"
+        "parser = e2ee.cli.build_parser()\n"
+        "args = parser.parse_args(['serve', '--port', '0'])\n"
+        "import e2ee.server"
+    )
+    assert not loaded & set(CRYPTO), loaded & set(CRYPTO)
+
+
+def test_the_facade_still_offers_everything() -> None:
+    loaded = _loaded_after(
+        "import e2ee\n"
+        "assert e2ee.KeyRing and e2ee.FrameEncryptor and e2ee.sframe.CipherSuite(6)\n"
+        "from e2ee import derive_secret_key, DecryptorEvent\n"
+        "assert set(e2ee.__all__) <= set(dir(e2ee))"
+    )
+    assert {"e2ee._core", "e2ee.keyring", "e2ee.frames", "e2ee.sframe"} <= loaded
