@@ -1,10 +1,11 @@
-"""Checks the pure-Python reference ``benches/baseline.py`` against every published vector.
+"""Checks the pure-Python reference `e2ee.bench.baseline` against every published vector.
 
 Covers all of ``tests/vectors/rfc9605.json`` (289 header encodings, the AES-CTR-HMAC AEAD
 cases, the full SFrame cases of suites 1-5 with every intermediate value) and of
 ``tests/vectors/draft-barnes-sframe-iana-256.json`` (the same for suites 6-8), plus a few
-negative cases of its own.  It does not need the e2ee extension module: the baseline is the
-independent reference the e2ee tests compare against, so it has to be right on its own.
+negative cases of its own.  The baseline never calls e2ee (it only lives in the package so
+``e2ee bench crypto`` can run it): it is the independent reference the e2ee tests compare
+against, so it has to be right on its own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography.exceptions import InvalidTag
 
-import baseline
+from e2ee.bench import baseline
 
 ROOT = Path(__file__).resolve().parent.parent
 

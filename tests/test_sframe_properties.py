@@ -8,7 +8,7 @@ SFrame (``e2ee.sframe``):
 * every truncation of a frame is rejected with an ``SFrameError``, never a crash;
 * header encode/decode over the whole u64 range, the 7/8 boundary and every byte-length
   boundary (2^8k - 1, 2^8k), truncated and non-minimal headers refused;
-* byte-identical output to the independent reference ``benches/baseline.py``;
+* byte-identical output to the independent reference :mod:`e2ee.bench.baseline`;
 * replay protection: duplicates refused, in-window reordering accepted, window 0 disables;
 * ``encrypt_into``/``decrypt_into`` into bytearray and memoryview, buffers too small,
   overlapping buffers;
@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import baseline
 import e2ee
 from e2ee import errors, sframe
+from e2ee.bench import baseline
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_U64 = 2**64 - 1

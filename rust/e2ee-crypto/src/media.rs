@@ -110,6 +110,31 @@ impl FrameSender {
         Ok(self.enc.as_ref().ok_or(Error::SecretMissing)?.output_len(n))
     }
 
+    /// Where the parts of `frame` go in its wire form: `(clear_len, header_len)`; the
+    /// payload starts at `clear_len + header_len`.  Refuses a frame too short for its
+    /// codec, or any frame without a secret.
+    pub fn layout(&self, frame: &[u8]) -> Result<(usize, usize)> {
+        let enc = self.enc.as_ref().ok_or(Error::SecretMissing)?;
+        Ok((self.codec.clear_len(frame)?, enc.header_len()))
+    }
+
+    /// Encrypts a wire frame laid out in `buf` as `[clear | header space | payload | tag
+    /// space]`, with the `clear_len` clear bytes and the `payload_len` payload bytes
+    /// already in place (see [`layout`](Self::layout)); returns the wire length.  The
+    /// form that needs no second buffer.
+    pub fn encrypt_in_place(
+        &mut self,
+        buf: &mut [u8],
+        clear_len: usize,
+        payload_len: usize,
+    ) -> Result<usize> {
+        let enc = self.enc.as_mut().ok_or(Error::SecretMissing)?;
+        let Some((clear, rest)) = buf.split_at_mut_checked(clear_len) else {
+            return Err(Error::InvalidLength("output buffer too small".to_string()));
+        };
+        Ok(clear_len + enc.encrypt_in_place(rest, payload_len, clear)?)
+    }
+
     /// Writes `clear || header || ciphertext || tag` to the start of `out`.
     pub fn encrypt_into(&mut self, frame: &[u8], out: &mut [u8]) -> Result<usize> {
         let enc = self.enc.as_mut().ok_or(Error::SecretMissing)?;
@@ -446,6 +471,25 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn in_place_and_copying_forms_agree() {
+        let k = key("correct horse battery");
+        let kid = new_kid(k.id()).unwrap();
+        let (mut a, mut b) = (
+            FrameSender::new(SUITE, Codec::Vp8),
+            FrameSender::new(SUITE, Codec::Vp8),
+        );
+        a.set_key(&k, kid).unwrap();
+        b.set_key(&k, kid).unwrap();
+        let frame = vp8_key_frame();
+        let (n, hlen) = b.layout(&frame).unwrap();
+        let mut buf = vec![0u8; b.output_len(frame.len()).unwrap()];
+        buf[..n].copy_from_slice(&frame[..n]);
+        buf[n + hlen..n + hlen + frame.len() - n].copy_from_slice(&frame[n..]);
+        let len = b.encrypt_in_place(&mut buf, n, frame.len() - n).unwrap();
+        assert_eq!(&buf[..len], &a.encrypt(&frame).unwrap()[..]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use e2ee_crypto::{Codec, Error, SecretKey};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::buf::Buf;
+use crate::buf::{Buf, new_bytes_placed};
 use crate::error::{CoreError, CoreResult};
 use crate::sframe::{run, suite_of};
 
@@ -66,12 +66,18 @@ impl FrameSender {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let frame = Buf::read(frame)?;
         let frame = frame.as_slice();
-        let n = self.inner.output_len(frame.len()).map_err(CoreError)?;
+        let (n, hlen) = self.inner.layout(frame).map_err(CoreError)?;
+        let total = self.inner.output_len(frame.len()).map_err(CoreError)?;
+        let (clear, payload) = frame.split_at(n);
         let inner = &mut self.inner;
-        PyBytes::new_with(py, n, |out| {
-            run(py, frame.len(), || inner.encrypt_into(frame, out))
-                .map(drop)
-                .map_err(|e| CoreError(e).into())
+        // The clear bytes and the payload are copied once, to their places in the new
+        // bytes object, and sealed there.
+        new_bytes_placed(py, total, &[(0, clear), (n + hlen, payload)], |out| {
+            run(py, frame.len(), || {
+                inner.encrypt_in_place(out, n, payload.len())
+            })
+            .map(drop)
+            .map_err(|e| CoreError(e).into())
         })
     }
 
