@@ -8,6 +8,7 @@ tests/fixtures/make_codec_fixtures.py; PyAV is not needed here).
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from e2ee.codecs import (
     parse_vp8_frame_header,
     parse_vp8_payload_descriptor,
 )
+from e2ee.errors import MalformedHeader
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -708,3 +710,39 @@ def test_key_header_round_trip(
         hscale,
         vscale,
     )
+
+
+# -- SFrame header (the router's pure-Python reader) -------------------------------------
+
+SFRAME_HEADERS = json.loads((Path(__file__).parent / "vectors" / "rfc9605.json").read_text())[
+    "header"
+]
+
+
+def test_sframe_header_matches_every_official_vector() -> None:
+    assert len(SFRAME_HEADERS) == 289
+    for case in SFRAME_HEADERS:
+        encoded = bytes.fromhex(case["encoded"])
+        expected = (case["kid"], case["ctr"], len(encoded))
+        assert codecs.parse_sframe_header(b"\x9d\x01\x2a" + encoded + b"body", 3) == expected
+        for cut in range(len(encoded)):
+            assert codecs.parse_sframe_header(encoded[:cut]) is None
+
+
+def test_sframe_header_refuses_non_minimal_encodings_like_the_core() -> None:
+    assert codecs.parse_sframe_header(b"\x80\x05") is None  # KID 5 in an extended byte
+    assert codecs.parse_sframe_header(b"\x09\x00\x10") is None  # CTR 0x10 in two bytes
+    assert codecs.parse_sframe_header(b"\x53") == (5, 3, 1)
+    assert codecs.parse_sframe_header(b"\x53", 1) is None
+
+
+@given(st.binary(max_size=20))
+@settings(max_examples=2000)
+def test_sframe_header_agrees_with_the_rust_decoder(data: bytes) -> None:
+    from e2ee import sframe
+
+    try:
+        expected: tuple[int, int, int] | None = sframe.decode_header(data)
+    except MalformedHeader:
+        expected = None
+    assert codecs.parse_sframe_header(data) == expected

@@ -34,7 +34,6 @@ from e2ee.router import (
     UnknownStream,
     UnknownSubscription,
     classify_vp8,
-    sframe_header,
 )
 from media_helpers import (
     FrameCollector,
@@ -536,7 +535,7 @@ def test_encrypted_frames_forwarded_and_decodable_only_with_secret() -> None:
 # -- Unit tests of the per-frame core (no network) ------------------------------------
 
 
-def test_classify_vp8_and_sframe_header() -> None:
+def test_classify_vp8() -> None:
     key = (FIXTURES / "vp8_320x240_00_key.bin").read_bytes()
     delta = (FIXTURES / "vp8_320x240_01_delta.bin").read_bytes()
     assert classify_vp8(key) == VP8_KEY
@@ -545,15 +544,6 @@ def test_classify_vp8_and_sframe_header() -> None:
     assert classify_vp8(b"\x00\x00") == VP8_INVALID
     assert classify_vp8(key[:9]) == VP8_INVALID
     assert classify_vp8(b"\x00\x00\x00\x01\x02\x03" + key[6:]) == VP8_INVALID  # no start code
-    # RFC 9605 §4.3: X=0,K=5,Y=0,C=3 in one byte; X=1 with an 8-byte KID, Y=1 2-byte CTR.
-    assert sframe_header(b"\x53", 0) == (5, 3, 1)
-    hdr = bytes([0x80 | 0x70 | 0x08 | 0x01]) + (0x1234_5678_9ABC_DEF0).to_bytes(8, "big")
-    assert sframe_header(b"abc" + hdr + b"\x01\x02" + b"x" * 10, 3) == (
-        0x1234_5678_9ABC_DEF0,
-        0x0102,
-        11,
-    )
-    assert sframe_header(hdr[:5], 0) is None
 
 
 def test_frame_gate_video() -> None:

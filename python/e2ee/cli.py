@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import e2ee
+from e2ee.store import DEFAULT_DATA_DIR
 
 __all__ = ["main"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_DATA_DIR = Path("e2ee-data")
 
 
 def _selftest(_args: argparse.Namespace) -> int:

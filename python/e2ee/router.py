@@ -124,7 +124,12 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, convert_timebase
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from e2ee.codecs import VP8_START_CODE, clear_prefix_length, parse_vp8_frame_header
+from e2ee.codecs import (
+    VP8_START_CODE,
+    clear_prefix_length,
+    parse_sframe_header,
+    parse_vp8_frame_header,
+)
 from e2ee.errors import CodecError, E2eeError
 
 __all__ = [
@@ -215,34 +220,6 @@ def classify_vp8(data: bytes) -> int:
     if n >= 10 and data[3:6] == VP8_START_CODE:
         return VP8_KEY
     return VP8_INVALID
-
-
-def sframe_header(data: bytes, offset: int) -> tuple[int, int, int] | None:
-    """Parse the SFrame header (RFC 9605 §4.3) at ``offset``: ``(kid, ctr, length)``.
-
-    Only the header is read (no key is involved); returns None when the bytes cannot hold
-    a header.  ``|X|K(3)|Y|C(3)|``: with X=0, K is the KID, else K+1 KID bytes follow;
-    with Y=0, C is the CTR, else C+1 CTR bytes follow (big-endian).
-    """
-    if offset >= len(data):
-        return None
-    b = data[offset]
-    pos = offset + 1
-    if b & 0x80:
-        kid_len = ((b >> 4) & 0x7) + 1
-        kid = int.from_bytes(data[pos : pos + kid_len], "big")
-        pos += kid_len
-    else:
-        kid = (b >> 4) & 0x7
-    if b & 0x08:
-        ctr_len = (b & 0x7) + 1
-        ctr = int.from_bytes(data[pos : pos + ctr_len], "big")
-        pos += ctr_len
-    else:
-        ctr = b & 0x7
-    if pos > len(data):
-        return None
-    return kid, ctr, pos - offset
 
 
 class FrameGate:
@@ -513,7 +490,7 @@ class Forwarder:
         except CodecError:
             self.not_sframe += 1
             return
-        header = sframe_header(data, n)
+        header = parse_sframe_header(data, n)
         if header is None or len(data) < n + header[2] + 4:
             self.not_sframe += 1
             return

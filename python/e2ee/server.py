@@ -13,7 +13,6 @@ serve it behind a TLS-terminating proxy (clients must use https/wss).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import ipaddress
@@ -30,14 +29,13 @@ from aiohttp.abc import AbstractAccessLogger
 from e2ee import net, rest
 from e2ee.rooms import ApiError, Hub, RouterFactory, default_router_factory
 from e2ee.signaling import websocket_handler
-from e2ee.store import SQLiteStore, Store, db_path
+from e2ee.store import DEFAULT_DATA_DIR, SQLiteStore, Store, db_path
 
 __all__ = ["DEFAULT_DATA_DIR", "HUB", "create_app", "main", "run"]
 
 log = logging.getLogger("e2ee.server")
 
 HUB: web.AppKey[Hub] = web.AppKey("e2ee_hub", Hub)
-DEFAULT_DATA_DIR = Path("e2ee-data")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -232,26 +230,11 @@ def run(
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The server's options, for ``e2ee serve`` in :mod:`e2ee.cli`."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (8080; 0 = any free)")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA_DIR,
-        help="where the credentials and sessions are kept (./e2ee-data)",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m e2ee.server", description=__doc__.split("\n\n")[0]
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    run(args.host, args.port, args.data_dir)
-    return 0
+    """``python -m e2ee.server [options]`` is ``e2ee serve [options]``."""
+    from e2ee.cli import main as cli_main
+
+    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

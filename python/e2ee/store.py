@@ -28,6 +28,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "DB_FILENAME",
+    "DEFAULT_DATA_DIR",
     "Credentials",
     "DuplicateSession",
     "SQLiteStore",
@@ -45,6 +46,10 @@ DB_FILENAME = "e2ee.sqlite3"
 SCHEMA_VERSION = 1
 
 MediaMode = Literal["routed", "relayed"]
+
+
+#: Where the server keeps its credentials and sessions unless told otherwise.
+DEFAULT_DATA_DIR = Path("e2ee-data")
 
 
 def db_path(data_dir: str | os.PathLike[str]) -> Path:

@@ -41,6 +41,27 @@ TONE_HZ = 400
 TONE_THRESHOLD = 0.9
 
 
+class _Pacer:
+    """Releases frame ``n`` at ``start + n * period`` on the wall clock (real time)."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._start: float | None = None
+        self._n = 0
+
+    async def next(self, track: MediaStreamTrack) -> int:
+        if track.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        n = self._n
+        self._n += 1
+        wait = self._start + n * self.period - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return n
+
+
 class SyntheticVideoTrack(MediaStreamTrack):
     """A 30 fps yuv420p video track: dark left half, bright right half, and a grey block
     that moves every frame so that the encoder produces real delta frames."""
@@ -50,8 +71,7 @@ class SyntheticVideoTrack(MediaStreamTrack):
     def __init__(self, width: int = 320, height: int = 240, fps: int = 30) -> None:
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
-        self._start: float | None = None
-        self._n = 0
+        self._pacer = _Pacer(1 / fps)
         half = width // 2
         self._row = bytes([LEFT_LUMA]) * half + bytes([RIGHT_LUMA]) * (width - half)
         self._chroma = bytes([128]) * ((width // 2) * (height // 2))
@@ -73,16 +93,7 @@ class SyntheticVideoTrack(MediaStreamTrack):
         return frame
 
     async def _pace(self) -> int:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        n = self._n
-        self._n += 1
-        wait = self._start + n / self.fps - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        return n
+        return await self._pacer.next(self)
 
     async def recv(self) -> av.VideoFrame:
         return self.make_frame(await self._pace())
@@ -146,19 +157,10 @@ class SyntheticAudioTrack(MediaStreamTrack):
             "h", (round(amplitude * math.sin(2 * math.pi * i / period)) for i in range(period))
         )
         self._pcm = (one * (self.samples // period)).tobytes()
-        self._start: float | None = None
-        self._n = 0
+        self._pacer = _Pacer(self.samples / AUDIO_RATE)
 
     async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        n = self._n
-        self._n += 1
-        wait = self._start + n * self.samples / AUDIO_RATE - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        n = await self._pacer.next(self)
         frame = av.AudioFrame(format="s16", layout="mono", samples=self.samples)
         frame.planes[0].update(self._pcm)
         frame.sample_rate = AUDIO_RATE

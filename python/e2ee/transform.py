@@ -108,7 +108,6 @@ from e2ee.errors import (
     EncryptionInternalError,
     EncryptionSecretMismatch,
     EncryptionSecretMissing,
-    ReplayedFrame,
 )
 from e2ee.frames import DecryptorEvent, FrameDecryptor, FrameEncryptor
 from e2ee.keyring import KeyRing
@@ -528,10 +527,7 @@ class ProtectedReceiver:
             return None
         except (EncryptionSecretMismatch, DecryptionInternalError) as exc:
             # The decryptor has already reported these as events.
-            replayed = getattr(exc, "reason", None) == "replayed" or isinstance(
-                exc.__cause__, ReplayedFrame
-            )
-            self._drop(replayed=replayed)
+            self._drop(replayed=getattr(exc, "reason", None) == "replayed")
             return None
         except Exception as exc:  # never raise inside aiortc
             self._drop()
