@@ -119,8 +119,11 @@ def test_set_secret_async_derives_off_the_loop() -> None:
         ({"grace_period": float("nan")}, "grace_period"),
         ({"grace_period": 1e20}, "grace_period"),
         ({"suite": 9}, "CipherSuite"),
+        ({"session_id": "s" * 1025}, "session_id"),
+        ({"session_id": ""}, "session_id"),
     ],
 )
-def test_bad_parameters(kwargs: dict[str, float], match: str) -> None:
+def test_bad_parameters(kwargs: dict[str, object], match: str) -> None:
+    args = {"session_id": "s", **kwargs}
     with pytest.raises(ValueError, match=match):
-        KeyRing("s", **kwargs)  # type: ignore[arg-type]
+        KeyRing(**args)  # type: ignore[arg-type]

@@ -448,10 +448,11 @@ def test_str_arguments_are_type_errors() -> None:
 
 
 def test_unsupported_cipher_suite() -> None:
-    for number in (0, 9, 0xFFFF):
-        with pytest.raises(errors.UnsupportedCipherSuite):
+    for number in (0, 9, 0xFFFF, -1, 2**40):
+        # The message names the number given, whatever its size.
+        with pytest.raises(errors.UnsupportedCipherSuite, match=f"suite {number} "):
             sframe.Encryptor(number, KEY, 1)
-        with pytest.raises(errors.UnsupportedCipherSuite):
+        with pytest.raises(errors.UnsupportedCipherSuite, match=f"suite {number} "):
             sframe.Decryptor(number)
 
 

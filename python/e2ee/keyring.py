@@ -70,8 +70,8 @@ class KeyRing:
         kdf_iterations: int = DEFAULT_ITERATIONS,
         grace_period: float = 10.0,
     ) -> None:
-        if not isinstance(session_id, str) or not session_id:
-            raise ValueError("session_id must be a non-empty str")
+        if not isinstance(session_id, str) or not 0 < len(session_id.encode()) <= 1024:
+            raise ValueError("session_id must be a str of 1 to 1024 bytes (UTF-8)")
         if not 1 <= kdf_iterations <= MAX_ITERATIONS:
             raise ValueError(f"kdf_iterations must be from 1 to {MAX_ITERATIONS}")
         if not 0 <= grace_period <= MAX_GRACE_PERIOD:  # also refuses NaN and infinity

@@ -17,7 +17,7 @@ pub enum Error {
     /// A length out of range; the message says which.
     InvalidLength(String),
     /// Cipher suite number not in 1..=8.
-    UnsupportedSuite(u16),
+    UnsupportedSuite(i64),
     /// Every CTR value of this KID has been used.
     CounterExhausted,
     /// The encryption secret fails validation; the message says why (never the secret).

@@ -132,6 +132,6 @@ impl TryFrom<u16> for CipherSuite {
         CipherSuite::ALL
             .into_iter()
             .find(|s| s.id() == v)
-            .ok_or(Error::UnsupportedSuite(v))
+            .ok_or(Error::UnsupportedSuite(i64::from(v)))
     }
 }

@@ -21,7 +21,7 @@ pub(crate) fn run<T: Send>(py: Python<'_>, len: usize, f: impl FnOnce() -> T + S
 }
 
 pub(crate) fn suite_of(suite: i64) -> CoreResult<CipherSuite> {
-    let id = u16::try_from(suite).map_err(|_| Error::UnsupportedSuite(0))?;
+    let id = u16::try_from(suite).map_err(|_| Error::UnsupportedSuite(suite))?;
     Ok(CipherSuite::try_from(id)?)
 }
 
