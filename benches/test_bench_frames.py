@@ -13,7 +13,8 @@ from collections.abc import Callable
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from e2ee import FrameDecryptor, FrameEncryptor, KeyRing, sframe
+from e2ee import FrameDecryptor, FrameEncryptor, KeyRing
+from e2ee.crypto import sframe
 
 SUITE = sframe.CipherSuite.AES_256_CTR_HMAC_SHA512_80
 # (codec, clear bytes, frame): an Opus packet, a VP8 delta frame, a VP8 key frame.

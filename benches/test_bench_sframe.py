@@ -22,8 +22,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from e2ee import sframe
-from e2ee.bench import baseline
+from e2ee.crypto import sframe
+from e2ee.tools.bench import baseline
 
 SIZES = {"100B": 100, "1200B": 1_200, "10KB": 10_000, "100KB": 100_000, "1MB": 1_000_000}
 # (rounds, iterations per round): enough calls for a stable median, few enough to be quick.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from e2ee import net
+from e2ee.rtc import net
 
 os.environ[net.ENV_VAR] = "127.0.0.1"
 net.apply_environment()

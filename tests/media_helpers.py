@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 
-from e2ee.synthetic import (  # noqa: F401 - re-exported for the tests
+from e2ee.tools.synthetic import (  # noqa: F401 - re-exported for the tests
     AUDIO_RATE,
     LEFT_LUMA,
     RIGHT_LUMA,
@@ -96,7 +96,7 @@ class Peer:
 
 def make_peer(ring: object | None) -> Peer:
     """A fresh peer connection; protected with ``ring`` unless ``ring`` is None."""
-    from e2ee.transform import protect
+    from e2ee.transform.protect import protect
 
     peer = Peer(new_pc())
     peer.tracks = on_tracks(peer.pc)

@@ -1,7 +1,7 @@
 """Test-only helpers for tests/test_router.py: in-process signaling through a Router, and
 recorders of the encoded frames a publisher sends and a subscriber receives.
 
-The recorders use the same private aiortc seams as e2ee.transform and e2ee.router
+The recorders use the same private aiortc seams as e2ee.transform.protect and e2ee.sfu.router
 (aiortc 1.16.0): ``RTCRtpSender._RTCRtpSender__encoder`` (rtcrtpsender.py:104),
 ``RTCRtpSender._next_encoded_frame`` (rtcrtpsender.py:294) and
 ``RTCRtpReceiver._RTCRtpReceiver__decoder_queue`` (rtcrtpreceiver.py:291).
@@ -17,8 +17,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from e2ee.codecs import parse_vp8_payload_descriptor
-from e2ee.router import Router
+from e2ee.sfu.router import Router
+from e2ee.wire.vp8 import parse_vp8_payload_descriptor
 from media_helpers import new_pc, on_tracks
 
 

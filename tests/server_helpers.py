@@ -21,8 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from e2ee.store import Credentials, SQLiteStore, db_path
-from e2ee.tokens import mint_token, project_auth_token
+from e2ee.server.store import Credentials, SQLiteStore, db_path
+from e2ee.server.tokens import mint_token, project_auth_token
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
@@ -31,10 +31,10 @@ _LISTENING = re.compile(r"listening on (http://[^\s]+)")
 
 
 class ServerProcess:
-    """``e2ee.server.run`` in a child process on a free loopback port.
+    """``e2ee.server.app.run`` in a child process on a free loopback port.
 
     ``router="fake"`` injects :class:`FakeRouter` (signaling tests), ``"default"`` keeps
-    the real :class:`e2ee.router.Router`.  stdout (the banner) and stderr (the logs) are
+    the real :class:`e2ee.sfu.router.Router`.  stdout (the banner) and stderr (the logs) are
     kept in ``data_dir/stdout.txt`` and ``data_dir/stderr.txt``.
     """
 
@@ -56,7 +56,7 @@ class ServerProcess:
         code = (
             f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r})\n"
             "from server_helpers import FakeRouter\n"
-            "from e2ee.server import run\n"
+            "from e2ee.server.app import run\n"
             f"run(host='127.0.0.1', port=0, data_dir={str(self.data_dir)!r},"
             f" router_factory={factory})\n"
         )
@@ -311,11 +311,11 @@ def fake_offer(*, video: str | None = "VP8/90000", audio: str | None = "opus/480
 
 
 class CodecNotAllowed(ValueError):
-    """Same name as e2ee.router's: the server maps it to ``codec_not_allowed``."""
+    """Same name as e2ee.sfu.router's: the server maps it to ``codec_not_allowed``."""
 
 
 class UnknownStream(LookupError):
-    """Same name as e2ee.router's: the server maps it to ``unknown_stream``."""
+    """Same name as e2ee.sfu.router's: the server maps it to ``unknown_stream``."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Checks the pure-Python reference `e2ee.bench.baseline` against every published vector.
+"""Checks the pure-Python reference `e2ee.tools.bench.baseline` against every published vector.
 
 Covers all of ``tests/vectors/rfc9605.json`` (289 header encodings, the AES-CTR-HMAC AEAD
 cases, the full SFrame cases of suites 1-5 with every intermediate value) and of
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from e2ee.bench import baseline
+from e2ee.tools.bench import baseline
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
 """``e2ee bench crypto``: the command's output is well formed (never its speed), and the
-measuring helpers of ``e2ee.bench._measure`` do what they say."""
+measuring helpers of ``e2ee.tools.bench._measure`` do what they say."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from e2ee.bench import _measure, crypto
+from e2ee.tools.bench import _measure, crypto
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STATS_KEYS = {"median", "p25", "p75", "min", "max", "n"}

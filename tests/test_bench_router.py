@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from e2ee.bench import router as bench_router
-from e2ee.bench.router_worker import MAGIC, STAMP, clear_bytes, load_media, prepare_media
+from e2ee.tools.bench import router as bench_router
+from e2ee.tools.bench.router_worker import MAGIC, STAMP, clear_bytes, load_media, prepare_media
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

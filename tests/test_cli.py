@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from e2ee.tokens import verify_token
+from e2ee.server.tokens import verify_token
 from server_helpers import ServerProcess
 
 

@@ -1,4 +1,4 @@
-"""Tests of e2ee.codecs: VP8 payload descriptor, VP8 frame header, Opus TOC, clear prefix.
+"""Tests of e2ee.wire.codecs: VP8 payload descriptor, VP8 frame header, Opus TOC, clear prefix.
 
 Examples are built from the RFC text (RFC 7741 §4.2/§4.3, RFC 6386 §9.1/§19.1, RFC 6716
 §3.1) and from frames captured from libvpx and libopus (tests/fixtures/*.bin, made by
@@ -11,27 +11,25 @@ import ast
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e2ee import codecs
-from e2ee.codecs import (
+from e2ee.errors import MalformedHeader
+from e2ee.wire import codecs, opus, params, sframe_header, vp8
+from e2ee.wire.codecs import (
     CodecError,
     FrameTooShort,
-    OpusBandwidth,
-    OpusMode,
-    OpusParseError,
     UnsupportedCodec,
-    Vp8ParseError,
     clear_prefix_length,
     is_vp8_keyframe,
-    parse_opus_toc,
-    parse_vp8_frame_header,
-    parse_vp8_payload_descriptor,
 )
-from e2ee.errors import MalformedHeader
+from e2ee.wire.opus import OpusBandwidth, OpusMode, OpusParseError, parse_opus_toc
+from e2ee.wire.vp8 import Vp8ParseError, parse_vp8_frame_header, parse_vp8_payload_descriptor
+
+WIRE_MODULES = [codecs, opus, params, sframe_header, vp8]
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -97,9 +95,10 @@ def key_header(width: int, height: int, hscale: int = 0, vscale: int = 0, **tag:
 # -- Module hygiene ----------------------------------------------------------------------
 
 
-def test_module_imports_no_crypto() -> None:
+@pytest.mark.parametrize("module", WIRE_MODULES, ids=lambda m: m.__name__)
+def test_module_imports_no_crypto(module: Any) -> None:
     """The router parses codec headers but must never load key material or the core."""
-    tree = ast.parse(Path(codecs.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -107,12 +106,14 @@ def test_module_imports_no_crypto() -> None:
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "no relative imports"
             imported.add(node.module or "")
-    assert imported <= {"__future__", "dataclasses", "enum", "typing", "e2ee.errors"}
+    allowed = {"__future__", "dataclasses", "enum", "typing", "e2ee.errors", "e2ee.wire.codecs"}
+    assert imported <= allowed
 
 
-def test_all_names_exist() -> None:
-    for name in codecs.__all__:
-        assert hasattr(codecs, name), name
+@pytest.mark.parametrize("module", WIRE_MODULES, ids=lambda m: m.__name__)
+def test_all_names_exist(module: Any) -> None:
+    for name in module.__all__:
+        assert hasattr(module, name), name
 
 
 def test_errors_are_value_errors() -> None:
@@ -724,25 +725,25 @@ def test_sframe_header_matches_every_official_vector() -> None:
     for case in SFRAME_HEADERS:
         encoded = bytes.fromhex(case["encoded"])
         expected = (case["kid"], case["ctr"], len(encoded))
-        assert codecs.parse_sframe_header(b"\x9d\x01\x2a" + encoded + b"body", 3) == expected
+        assert sframe_header.parse_sframe_header(b"\x9d\x01\x2a" + encoded + b"body", 3) == expected
         for cut in range(len(encoded)):
-            assert codecs.parse_sframe_header(encoded[:cut]) is None
+            assert sframe_header.parse_sframe_header(encoded[:cut]) is None
 
 
 def test_sframe_header_refuses_non_minimal_encodings_like_the_core() -> None:
-    assert codecs.parse_sframe_header(b"\x80\x05") is None  # KID 5 in an extended byte
-    assert codecs.parse_sframe_header(b"\x09\x00\x10") is None  # CTR 0x10 in two bytes
-    assert codecs.parse_sframe_header(b"\x53") == (5, 3, 1)
-    assert codecs.parse_sframe_header(b"\x53", 1) is None
+    assert sframe_header.parse_sframe_header(b"\x80\x05") is None  # KID 5 in an extended byte
+    assert sframe_header.parse_sframe_header(b"\x09\x00\x10") is None  # CTR 0x10 in two bytes
+    assert sframe_header.parse_sframe_header(b"\x53") == (5, 3, 1)
+    assert sframe_header.parse_sframe_header(b"\x53", 1) is None
 
 
 @given(st.binary(max_size=20))
 @settings(max_examples=2000)
 def test_sframe_header_agrees_with_the_rust_decoder(data: bytes) -> None:
-    from e2ee import sframe
+    from e2ee.crypto import sframe
 
     try:
         expected: tuple[int, int, int] | None = sframe.decode_header(data)
     except MalformedHeader:
         expected = None
-    assert codecs.parse_sframe_header(data) == expected
+    assert sframe_header.parse_sframe_header(data) == expected

@@ -1,4 +1,4 @@
-"""End to end: a real server process with its router, real clients (e2ee.client) with
+"""End to end: a real server process with its router, real clients (e2ee.client.session) with
 real aiortc peers, libvpx and libopus, and the E2EE transform; everything on loopback.
 
 Covers the media items of the router/server issue: participants decode each other
@@ -22,10 +22,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from e2ee.client import Session, SessionError, Subscriber
+from e2ee.client.session import Session, SessionError, Subscriber
 from e2ee.errors import EncryptionSecretMissing, InvalidEncryptionSecret
-from e2ee.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
-from e2ee.tokens import mint_token
+from e2ee.server.tokens import mint_token
+from e2ee.tools.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
 from server_helpers import Api, ServerProcess
 
 SECRET = "a shared secret for the test"

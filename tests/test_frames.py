@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import e2ee
-from e2ee import DecryptorEvent, FrameDecryptor, FrameEncryptor, KeyRing, codecs
+from e2ee import DecryptorEvent, FrameDecryptor, FrameEncryptor, KeyRing
 from e2ee.errors import (
     DecryptionInternalError,
     EncryptionInternalError,
@@ -17,6 +17,7 @@ from e2ee.errors import (
     EncryptionSecretMissing,
     UnsupportedCodec,
 )
+from e2ee.wire import codecs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "correct horse battery staple"

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 
 import e2ee
-from e2ee import sframe
+from e2ee.crypto import sframe
 
 
 def _main_thread_progress_during(work: Callable[[], object]) -> int:

@@ -9,7 +9,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CRYPTO = ("e2ee._core", "e2ee.keyring", "e2ee.frames", "e2ee.sframe", "e2ee.transform")
+CRYPTO = (
+    "e2ee._core",
+    "e2ee.crypto",
+    "e2ee.sframe",
+    "e2ee.crypto.keyring",
+    "e2ee.crypto.frames",
+    "e2ee.crypto.sframe",
+    "e2ee.transform.protect",
+)
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -23,25 +31,25 @@ def _loaded_after(code: str) -> set[str]:
 def test_server_and_router_do_not_load_the_crypto_core(tmp_path: object) -> None:
     loaded = _loaded_after(
         "import asyncio, tempfile\n"
-        "import e2ee.server, e2ee.router\n"
-        "from e2ee.router import Router\n"
+        "import e2ee.server.app, e2ee.sfu.router\n"
+        "from e2ee.sfu.router import Router\n"
         "async def main():\n"
-        "    app = await e2ee.server.create_app(tempfile.mkdtemp())\n"
+        "    app = await e2ee.server.app.create_app(tempfile.mkdtemp())\n"
         "    r = Router(e2ee=True)\n"
         "    await r.close()\n"
         "asyncio.run(main())"
     )
-    assert "e2ee.router" in loaded
-    assert "e2ee.server" in loaded
+    assert "e2ee.sfu.router" in loaded
+    assert "e2ee.server.app" in loaded
     assert not loaded & set(CRYPTO), loaded & set(CRYPTO)
 
 
 def test_the_serve_command_does_not_load_it_either() -> None:
     loaded = _loaded_after(
-        "import e2ee.cli\n"
-        "parser = e2ee.cli.build_parser()\n"
+        "import e2ee.tools.cli\n"
+        "parser = e2ee.tools.cli.build_parser()\n"
         "args = parser.parse_args(['serve', '--port', '0'])\n"
-        "import e2ee.server"
+        "import e2ee.server.app"
     )
     assert not loaded & set(CRYPTO), loaded & set(CRYPTO)
 
@@ -53,4 +61,9 @@ def test_the_facade_still_offers_everything() -> None:
         "from e2ee import derive_secret_key, DecryptorEvent\n"
         "assert set(e2ee.__all__) <= set(dir(e2ee))"
     )
-    assert {"e2ee._core", "e2ee.keyring", "e2ee.frames", "e2ee.sframe"} <= loaded
+    assert {
+        "e2ee._core",
+        "e2ee.crypto.keyring",
+        "e2ee.crypto.frames",
+        "e2ee.crypto.sframe",
+    } <= loaded

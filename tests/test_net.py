@@ -9,7 +9,7 @@ import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from e2ee import net
+from e2ee.rtc import net
 
 
 def test_tests_offer_loopback_only() -> None:

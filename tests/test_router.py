@@ -1,4 +1,4 @@
-"""End-to-end tests of e2ee.router: real aiortc peers on this host (host candidates only),
+"""End-to-end tests of e2ee.sfu.router: real aiortc peers on this host (host candidates only),
 real libvpx/libopus encoding at the publishers and decoding at the subscribers; the router
 in between never decodes.  SDP is exchanged in process.  Each test runs its own event loop
 with ``asyncio.run``.
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, sdp
 
-import e2ee.router as router_module
+import e2ee.sfu.router as router_module
 from e2ee import KeyRing
-from e2ee.router import (
+from e2ee.sfu.router import (
     ACCEPT,
     DROP,
     DROP_OLDEST,
@@ -434,8 +434,14 @@ def test_stalled_subscriber_queue_is_bounded_and_recovers() -> None:
 
 # -- 8. No key material in the router --------------------------------------------------
 
-FORBIDDEN_MODULES = ("e2ee._core", "e2ee.keyring", "e2ee.frames", "e2ee.sframe", "e2ee.transform")
-ALLOWED_E2EE_MODULES = {"e2ee.codecs", "e2ee.errors"}
+FORBIDDEN_MODULES = (
+    "e2ee._core",
+    "e2ee.crypto.keyring",
+    "e2ee.crypto.frames",
+    "e2ee.crypto.sframe",
+    "e2ee.transform.protect",
+)
+ALLOWED_E2EE_MODULES = {"e2ee.wire.codecs", "e2ee.errors"}
 
 
 def test_router_imports_no_key_material() -> None:
@@ -475,7 +481,7 @@ SESSION = "router-test-session"
 
 
 def test_encrypted_frames_forwarded_and_decodable_only_with_secret() -> None:
-    from e2ee.transform import protect
+    from e2ee.transform.protect import protect
 
     def ring(secret: str) -> KeyRing:
         r = KeyRing(SESSION, kdf_iterations=1000)

@@ -3,9 +3,9 @@ free loopback port with a temporary data directory, and is driven over HTTP and 
 with aiohttp's client.
 
 ``server`` runs the production configuration (the real media router, when
-``e2ee.router`` exists).  ``fake_server`` injects a fake media router (no RTP) for the
+``e2ee.sfu.router`` exists).  ``fake_server`` injects a fake media router (no RTP) for the
 stream-level signaling tests; ``test_real_media_through_router`` uses the real one and
-runs once ``e2ee.router`` lands.  Each test runs its own event loop with ``asyncio.run``.
+runs once ``e2ee.sfu.router`` lands.  Each test runs its own event loop with ``asyncio.run``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import aiohttp
 import jwt
 import pytest
 
-from e2ee.tokens import TokenWrongSession, mint_token, project_auth_token, verify_token
+from e2ee.server.tokens import TokenWrongSession, mint_token, project_auth_token, verify_token
 from server_helpers import Api, Peer, Refused, ServerProcess, fake_offer, refused
 
 pytestmark = pytest.mark.timeout(60)
@@ -625,11 +625,11 @@ def test_secret_never_reaches_clients(server: ServerProcess) -> None:
     assert server.credentials().api_secret not in server.stderr_path.read_text()
 
 
-# -- real media (needs e2ee.router) -----------------------------------------------------
+# -- real media (needs e2ee.sfu.router) -----------------------------------------------------
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("e2ee.router") is None, reason="e2ee.router is not there yet"
+    importlib.util.find_spec("e2ee.sfu.router") is None, reason="e2ee.sfu.router is not there yet"
 )
 def test_real_media_through_router(server: ServerProcess) -> None:
     from aiortc import RTCSessionDescription

@@ -1,6 +1,6 @@
 """Property and edge-case tests of the e2ee SFrame API and of the secret functions.
 
-SFrame (``e2ee.sframe``):
+SFrame (``e2ee.crypto.sframe``):
 
 * round trips for all 8 suites, plaintexts of 0 to 64 KiB, any metadata;
 * every single-bit flip of header, ciphertext, tag or metadata is rejected with an
@@ -8,7 +8,7 @@ SFrame (``e2ee.sframe``):
 * every truncation of a frame is rejected with an ``SFrameError``, never a crash;
 * header encode/decode over the whole u64 range, the 7/8 boundary and every byte-length
   boundary (2^8k - 1, 2^8k), truncated and non-minimal headers refused;
-* byte-identical output to the independent reference :mod:`e2ee.bench.baseline`;
+* byte-identical output to the independent reference :mod:`e2ee.tools.bench.baseline`;
 * replay protection: duplicates refused, in-window reordering accepted, window 0 disables;
 * ``encrypt_into``/``decrypt_into`` into bytearray and memoryview, buffers too small,
   overlapping buffers;
@@ -34,8 +34,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import e2ee
-from e2ee import errors, sframe
-from e2ee.bench import baseline
+from e2ee import errors
+from e2ee.crypto import sframe
+from e2ee.tools.bench import baseline
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_U64 = 2**64 - 1

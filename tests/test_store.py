@@ -1,4 +1,4 @@
-"""Unit tests of e2ee.store: the SQLite store of credentials and sessions."""
+"""Unit tests of e2ee.server.store: the SQLite store of credentials and sessions."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from e2ee.store import (
+from e2ee.server.store import (
     DuplicateSession,
     SessionRecord,
     SQLiteStore,

@@ -1,4 +1,4 @@
-"""Unit tests of e2ee.tokens: session tokens and project auth tokens (JWT, HS256)."""
+"""Unit tests of e2ee.server.tokens: session tokens and project auth tokens (JWT, HS256)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import jwt
 import pytest
 
 from e2ee.errors import E2eeError
-from e2ee.store import SessionRecord, SQLiteStore, db_path
-from e2ee.tokens import (
+from e2ee.server.store import SessionRecord, SQLiteStore, db_path
+from e2ee.server.tokens import (
     DEFAULT_TTL,
     MAX_AUTH_TTL,
     MAX_TTL,

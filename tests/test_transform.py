@@ -1,4 +1,4 @@
-"""End-to-end tests of e2ee.transform: real aiortc peers on this host, real libvpx and
+"""End-to-end tests of e2ee.transform.protect: real aiortc peers on this host, real libvpx and
 libopus encoding and decoding, real SFrame crypto.  Nothing is mocked.
 
 Each test runs its own event loop with ``asyncio.run`` (no pytest-asyncio needed).  Peers
@@ -17,7 +17,7 @@ from aiortc import RTCRtpSender
 from aiortc.contrib.media import MediaRelay
 
 from e2ee import KeyRing
-from e2ee.transform import E2eeTransform, protect
+from e2ee.transform.protect import E2eeTransform, protect
 from media_helpers import (
     EncodedVp8Track,
     Peer,

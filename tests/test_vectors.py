@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from e2ee import errors, sframe
+from e2ee import errors
+from e2ee.crypto import sframe
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 RFC = json.loads((VECTORS / "rfc9605.json").read_text())

@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 # Errors are plain Python and always loaded.  Everything else loads on first use (PEP 562),
-# so that a process which only routes media (e2ee.router, e2ee.server) never loads the
+# so that a process which only routes media (e2ee.sfu, e2ee.server) never loads the
 # crypto core or any key handling.
 from e2ee import errors
 from e2ee.errors import (
@@ -28,7 +28,7 @@ from e2ee.errors import (
 
 if TYPE_CHECKING:
     from e2ee import sframe
-    from e2ee._core import (
+    from e2ee.crypto import (
         BACKEND,
         MAX_SECRET_CHARS,
         MIN_SECRET_CHARS,
@@ -41,12 +41,12 @@ if TYPE_CHECKING:
         secret_id,
         self_test,
     )
-    from e2ee.frames import DecryptorEvent, FrameDecryptor, FrameEncryptor
-    from e2ee.keyring import KeyRing
+    from e2ee.crypto.frames import DecryptorEvent, FrameDecryptor, FrameEncryptor
+    from e2ee.crypto.keyring import KeyRing
 
 _LAZY = {
     **{
-        name: "e2ee._core"
+        name: "e2ee.crypto"
         for name in (
             "BACKEND",
             "MAX_SECRET_CHARS",
@@ -61,10 +61,10 @@ _LAZY = {
             "self_test",
         )
     },
-    "DecryptorEvent": "e2ee.frames",
-    "FrameDecryptor": "e2ee.frames",
-    "FrameEncryptor": "e2ee.frames",
-    "KeyRing": "e2ee.keyring",
+    "DecryptorEvent": "e2ee.crypto.frames",
+    "FrameDecryptor": "e2ee.crypto.frames",
+    "FrameEncryptor": "e2ee.crypto.frames",
+    "KeyRing": "e2ee.crypto.keyring",
 }
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from e2ee.cli import main
+from e2ee.tools.cli import main
 
 sys.exit(main())

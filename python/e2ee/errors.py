@@ -117,7 +117,7 @@ class EncryptionInternalError(E2eeError):
 
 
 class CodecError(E2eeError, ValueError):
-    """Base class of the errors of :mod:`e2ee.codecs` and of the codec rules of the core."""
+    """Base class of the errors of :mod:`e2ee.wire` and of the codec rules of the core."""
 
 
 class UnsupportedCodec(CodecError):

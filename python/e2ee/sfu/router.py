@@ -13,8 +13,8 @@
 
 What the router reads and does (docs/protocol.md "What the router sees and does")
     It never decodes media and holds no key material: this module imports nothing from
-    ``e2ee._core``, ``e2ee.keyring``, ``e2ee.frames`` or ``e2ee.sframe`` (a test checks
-    its imports).  Per frame it reads only the clear VP8 frame tag (key frame bit, start
+    ``e2ee._core`` or :mod:`e2ee.crypto` (an import contract checks it).  Per frame it
+    reads only the clear VP8 frame tag (key frame bit, start
     code, dimensions on key frames; RFC 6386 §9.1) and, in an E2EE router, the SFrame
     header that follows the clear prefix (RFC 9605 §4.3: KID and CTR, for stats only).
     Every frame it forwards is byte-identical to the frame the publisher's encoder (and
@@ -124,13 +124,10 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, convert_timebase
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from e2ee.codecs import (
-    VP8_START_CODE,
-    clear_prefix_length,
-    parse_sframe_header,
-    parse_vp8_frame_header,
-)
 from e2ee.errors import CodecError, E2eeError
+from e2ee.wire.codecs import VP8_START_CODE, clear_prefix_length
+from e2ee.wire.sframe_header import parse_sframe_header
+from e2ee.wire.vp8 import parse_vp8_frame_header
 
 __all__ = [
     "CodecNotAllowed",

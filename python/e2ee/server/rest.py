@@ -1,5 +1,5 @@
 """The REST API under ``/v1``.  Every endpoint needs ``Authorization: Bearer <jwt>``,
-a project auth token from :func:`e2ee.tokens.project_auth_token` (HS256 with the API
+a project auth token from :func:`e2ee.server.tokens.project_auth_token` (HS256 with the API
 secret, ``iss`` = API key, at most 1 hour long), so the secret itself never travels.
 
 Errors are ``{"type": "error", "code": ..., "message": ...}`` with an HTTP status.
@@ -29,11 +29,10 @@ from typing import Any
 
 from aiohttp import web
 
-from e2ee.params import DEFAULT_ITERATIONS, DEFAULT_SUITE, MAX_ITERATIONS
-from e2ee.rooms import ApiError, Hub, Room
-from e2ee.signaling import force_disconnect
-from e2ee.store import DuplicateSession, SessionRecord
-from e2ee.tokens import (
+from e2ee.server.rooms import ApiError, Hub, Room
+from e2ee.server.signaling import force_disconnect
+from e2ee.server.store import DuplicateSession, SessionRecord
+from e2ee.server.tokens import (
     DEFAULT_TTL,
     MAX_DATA_CHARS,
     MAX_TTL,
@@ -42,6 +41,7 @@ from e2ee.tokens import (
     mint_token,
     verify_project_auth,
 )
+from e2ee.wire.params import DEFAULT_ITERATIONS, DEFAULT_SUITE, MAX_ITERATIONS
 
 __all__ = ["MIN_ITERATIONS", "add_routes", "parse_session_options", "session_json"]
 

@@ -235,7 +235,7 @@ def mint_token_for_data_dir(
     """:func:`mint_token` with the credentials of the server whose data directory is
     ``data_dir`` (for the ``e2ee token`` command).  Raises :class:`LookupError` if the
     directory holds no credentials or no session ``session_id``."""
-    from e2ee.store import SQLiteStore, db_path
+    from e2ee.server.store import SQLiteStore, db_path
 
     path = db_path(data_dir)
     if not path.is_file():

@@ -2,7 +2,7 @@
 and who subscribes, and the media router of each session.
 
 Everything here lives in memory, in the event loop of one server process.  Durable state
-(credentials, sessions) is in :mod:`e2ee.store`.  A :class:`Room` exists while a session
+(credentials, sessions) is in :mod:`e2ee.server.store`.  A :class:`Room` exists while a session
 has connections; its media router is created on the first publish or subscribe and closed
 when the last connection leaves.
 
@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from e2ee.store import SessionRecord, Store
-from e2ee.tokens import Role
+from e2ee.server.store import SessionRecord, Store
+from e2ee.server.tokens import Role
 
 __all__ = [
     "ApiError",
@@ -86,7 +86,7 @@ class ApiError(Exception):
 
 
 class MediaRouter(Protocol):
-    """The part of :class:`e2ee.router.Router` the server uses."""
+    """The part of :class:`e2ee.sfu.router.Router` the server uses."""
 
     async def publish(self, stream_id: str, offer: Any) -> Any: ...
     async def subscribe(self, subscription_id: str, stream_id: str) -> Any: ...
@@ -103,11 +103,11 @@ RouterFactory = Callable[[SessionRecord], MediaRouter]
 
 
 def default_router_factory(rtc_configuration: Any = None) -> RouterFactory:
-    """Routers from :mod:`e2ee.router`, E2EE mode as the session says."""
+    """Routers from :mod:`e2ee.sfu.router`, E2EE mode as the session says."""
 
     def make(record: SessionRecord) -> MediaRouter:
         try:
-            from e2ee.router import Router
+            from e2ee.sfu.router import Router
         except ImportError as exc:
             log.warning("media router unavailable: %s", exc)
             raise ApiError(

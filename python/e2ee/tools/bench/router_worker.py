@@ -1,10 +1,10 @@
 """The load generators of ``e2ee bench router``: publisher and subscriber processes.
 
-:mod:`e2ee.bench.router` runs them as ``python -m e2ee.bench.router_worker ROLE CONFIG``
+:mod:`e2ee.tools.bench.router` runs them as ``python -m e2ee.tools.bench.router_worker ROLE CONFIG``
 (CONFIG is a JSON object).  They read one JSON command per line on stdin, answer one JSON
 object per line on stdout and log to stderr.  All WebRTC traffic stays on loopback: the
 parent sets ``E2EE_ICE_ADDRESSES=127.0.0.1`` and each worker also calls
-:func:`e2ee.net.restrict_ice_addresses` with ``127.0.0.1``.
+:func:`e2ee.rtc.net.restrict_ice_addresses` with ``127.0.0.1``.
 
 Media (:func:`prepare_media`, done once by the parent)
     A loop of real VP8 frames (libvpx through PyAV: 640x480, 30 fps, ~1 Mbit/s, a key
@@ -54,7 +54,7 @@ from typing import Any
 
 __all__ = ["MAGIC", "STAMP", "load_media", "main", "prepare_media"]
 
-log = logging.getLogger("e2ee.bench.router_worker")
+log = logging.getLogger("e2ee.tools.bench.router_worker")
 
 #: The stamp each publisher writes into the encrypted part of every frame.
 STAMP = struct.Struct(">4sIQ")
@@ -66,7 +66,7 @@ AUDIO_CLOCK = 48_000
 AUDIO_FRAME_SAMPLES = 960  # 20 ms
 
 _MEDIA_MAGIC = b"E2BRMEDIA1\n"
-# aiortc 1.16 private names (rtcrtpreceiver.py:291, :295/:299), as in e2ee.router.
+# aiortc 1.16 private names (rtcrtpreceiver.py:291, :295/:299), as in e2ee.sfu.router.
 _RECEIVER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _RECEIVER_JITTER = "_RTCRtpReceiver__jitter_buffer"
 _RECORD = struct.Struct(">cBI")  # kind (b"v" / b"a"), key flag, length
@@ -253,7 +253,7 @@ async def _commands(handle: Callable[[dict[str, Any]], Any]) -> None:
 
 
 class _Signaling:
-    """A minimal client of the signaling WebSocket (:mod:`e2ee.signaling`)."""
+    """A minimal client of the signaling WebSocket (:mod:`e2ee.server.signaling`)."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
@@ -311,7 +311,7 @@ class _Signaling:
 
 
 async def _key_ring(cfg: dict[str, Any]) -> Any:
-    from e2ee.keyring import KeyRing
+    from e2ee.crypto.keyring import KeyRing
 
     ring = KeyRing(
         cfg["session_id"],
@@ -402,7 +402,7 @@ async def _publisher(cfg: dict[str, Any]) -> None:
     import aiohttp
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
-    from e2ee.frames import FrameEncryptor
+    from e2ee.crypto.frames import FrameEncryptor
 
     media = load_media(Path(cfg["media"]))
     ring = await _key_ring(cfg)
@@ -609,7 +609,7 @@ class _SubscriberProcess:
     async def _subscribe_one(self, token: str, streams: list[str]) -> list[_Receiver]:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
-        from e2ee.frames import FrameDecryptor
+        from e2ee.crypto.frames import FrameDecryptor
 
         index = self.count
         self.count += 1
@@ -626,7 +626,7 @@ class _SubscriberProcess:
                 codec = "vp8" if kind == "video" else "opus"
                 rx = _Receiver(index, stream_id, kind, FrameDecryptor(self.ring, codec))
                 # aiortc 1.16 private names (rtcrtpreceiver.py:291/295/299), set before
-                # receive() starts the decoder thread, as e2ee.router does for ingress.
+                # receive() starts the decoder thread, as e2ee.sfu.router does for ingress.
                 setattr(transceiver.receiver, _RECEIVER_JITTER, _Assembler(rx))
                 setattr(transceiver.receiver, _RECEIVER_QUEUE, _FrameSink(rx))
                 receivers.append(rx)
@@ -714,12 +714,12 @@ async def _subscriber(cfg: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] not in ("publisher", "subscriber"):
-        print("usage: python -m e2ee.bench.router_worker publisher|subscriber CONFIG_JSON")
+        print("usage: python -m e2ee.tools.bench.router_worker publisher|subscriber CONFIG_JSON")
         return 2
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format=f"{args[0]} %(levelname)s %(message)s"
     )
-    from e2ee import net
+    from e2ee.rtc import net
 
     net.restrict_ice_addresses(["127.0.0.1"])
     cfg = json.loads(args[1])

@@ -6,7 +6,7 @@ For each cipher suite (default 6 and 5) and frame size (default 100 B, 1,200 B, 
 * ``e2ee``: the Rust core, :class:`e2ee.sframe.Encryptor` / :class:`~e2ee.sframe.Decryptor`;
 * ``media``: the media layer, :class:`e2ee.FrameEncryptor` / :class:`e2ee.FrameDecryptor`
   on VP8 delta frames (3 clear bytes; codec framing, KID, events and stats included);
-* ``baseline``: SFrame written on Python's ``cryptography`` (:mod:`e2ee.bench.baseline`),
+* ``baseline``: SFrame written on Python's ``cryptography`` (:mod:`e2ee.tools.bench.baseline`),
   what a Python user would write without e2ee.
 
 All three do the same SFrame work on the same frames: key, 8-byte KID, the 3 clear bytes
@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from e2ee import _core
-from e2ee.bench import _measure
-from e2ee.bench._measure import Series, Stats
-from e2ee.frames import FrameDecryptor, FrameEncryptor
-from e2ee.keyring import KeyRing
-from e2ee.sframe import CipherSuite, Decryptor, Encryptor
+from e2ee.crypto.frames import FrameDecryptor, FrameEncryptor
+from e2ee.crypto.keyring import KeyRing
+from e2ee.crypto.sframe import CipherSuite, Decryptor, Encryptor
+from e2ee.tools.bench import _measure
+from e2ee.tools.bench._measure import Series, Stats
 
 __all__ = ["main", "run"]
 
@@ -195,7 +195,7 @@ class _Setup:
     """One suite's key material and the three implementations' objects, all on one KID."""
 
     def __init__(self, suite: int) -> None:
-        from e2ee.bench import baseline  # needs `cryptography`
+        from e2ee.tools.bench import baseline  # needs `cryptography`
 
         self.suite = CipherSuite(suite)
         self.ring = KeyRing("bench", suite=suite, kdf_iterations=1000)

@@ -1,6 +1,6 @@
 """Session parameters of the E2EE protocol (docs/protocol.md), as plain numbers.
 
-Kept apart from :mod:`e2ee.keyring` so that the server and the router can name them
+Kept apart from :mod:`e2ee.crypto.keyring` so that the server and the router can name them
 without loading the crypto core: a router process never imports ``e2ee._core``.
 """
 

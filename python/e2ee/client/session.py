@@ -11,7 +11,7 @@ aiortc, and end-to-end encryption of every track when the session has ``e2ee`` o
     await session.disconnect()
 
 The router never sees a key: this client encrypts after its encoders and decrypts before
-its decoders (:mod:`e2ee.transform`).
+its decoders (:mod:`e2ee.transform.protect`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import Any
 import aiohttp
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from e2ee import net
+from e2ee.crypto.keyring import KeyRing
 from e2ee.errors import E2eeError, EncryptionSecretMissing
-from e2ee.keyring import KeyRing
-from e2ee.transform import E2eeEvent, E2eeTransform, protect
+from e2ee.rtc import net
+from e2ee.transform.protect import E2eeEvent, E2eeTransform, protect
 
 __all__ = ["Publisher", "Session", "SessionError", "Subscriber"]
 

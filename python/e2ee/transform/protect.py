@@ -102,15 +102,15 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from e2ee import net
+from e2ee.crypto.frames import DecryptorEvent, FrameDecryptor, FrameEncryptor
+from e2ee.crypto.keyring import KeyRing
 from e2ee.errors import (
     DecryptionInternalError,
     EncryptionInternalError,
     EncryptionSecretMismatch,
     EncryptionSecretMissing,
 )
-from e2ee.frames import DecryptorEvent, FrameDecryptor, FrameEncryptor
-from e2ee.keyring import KeyRing
+from e2ee.rtc import net
 
 net.apply_environment()
 

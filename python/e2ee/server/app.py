@@ -1,10 +1,10 @@
-"""The session server: REST API (:mod:`e2ee.rest`), signaling WebSocket
-(:mod:`e2ee.signaling`), live state and media routers (:mod:`e2ee.rooms`), durable state
-(:mod:`e2ee.store`).
+"""The session server's aiohttp application: REST API (:mod:`e2ee.server.rest`),
+signaling WebSocket (:mod:`e2ee.server.signaling`), live state and media routers
+(:mod:`e2ee.server.rooms`), durable state (:mod:`e2ee.server.store`).
 
-Run it with ``python -m e2ee.server --port 8080 --data-dir ./e2ee-data`` or
-:func:`run`.  On first start it creates the project credentials in the data directory
-(SQLite, file mode 0600) and prints the API key and where the secret is; the secret is
+Run it with ``e2ee serve --port 8080 --data-dir ./e2ee-data`` or :func:`run`.  On first
+start it creates the project credentials in the data directory (SQLite, file mode 0600)
+and prints the API key and where the secret is; the secret is
 never printed, logged or sent.  There is no TLS here: outside the loopback interface,
 serve it behind a TLS-terminating proxy (clients must use https/wss).
 
@@ -18,22 +18,22 @@ import contextlib
 import ipaddress
 import logging
 import signal
-import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from e2ee import net, rest
-from e2ee.rooms import ApiError, Hub, RouterFactory, default_router_factory
-from e2ee.signaling import websocket_handler
-from e2ee.store import DEFAULT_DATA_DIR, SQLiteStore, Store, db_path
+from e2ee.rtc import net
+from e2ee.server import rest
+from e2ee.server.rooms import ApiError, Hub, RouterFactory, default_router_factory
+from e2ee.server.signaling import websocket_handler
+from e2ee.server.store import DEFAULT_DATA_DIR, SQLiteStore, Store, db_path
 
-__all__ = ["DEFAULT_DATA_DIR", "HUB", "create_app", "main", "run"]
+__all__ = ["DEFAULT_DATA_DIR", "HUB", "create_app", "run", "serve"]
 
-log = logging.getLogger("e2ee.server")
+log = logging.getLogger("e2ee.server.app")
 
 HUB: web.AppKey[Hub] = web.AppKey("e2ee_hub", Hub)
 
@@ -113,7 +113,7 @@ async def create_app(
 ) -> web.Application:
     """The aiohttp application.  ``store`` defaults to :class:`SQLiteStore` in
     ``data_dir``; ``router_factory(session_record)`` makes each session's media router
-    (default: :class:`e2ee.router.Router` with ``rtc_configuration``)."""
+    (default: :class:`e2ee.sfu.router.Router` with ``rtc_configuration``)."""
     if store is None:
         store = SQLiteStore.in_data_dir(data_dir)
     creds = await store.get_or_create_credentials()
@@ -153,7 +153,7 @@ def _banner(host: str, port: int, data_dir: Path, hub: Hub) -> str:
         f"  API key:     {hub.api_key}",
         f"  API secret:  kept in {db_path(data_dir).resolve()} (never printed)",
         f"  REST API:    {base}/v1/sessions  "
-        "(Authorization: Bearer <e2ee.tokens.project_auth_token(api_key, api_secret)>)",
+        "(Authorization: Bearer <e2ee.server.tokens.project_auth_token(api_key, api_secret)>)",
         f"  Signaling:   ws://{shown}:{port}/v1/sessions/<session_id>/ws?token=<session token>",
         f"  Health:      {base}/healthz",
     ]
@@ -228,14 +228,3 @@ def run(
             rtc_configuration=rtc_configuration,
         )
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m e2ee.server [options]`` is ``e2ee serve [options]``."""
-    from e2ee.cli import main as cli_main
-
-    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -67,7 +67,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from e2ee.rooms import (
+from e2ee.server.rooms import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
     CLOSE_FORCE_DISCONNECTED,
@@ -84,7 +84,7 @@ from e2ee.rooms import (
     Subscription,
     new_id,
 )
-from e2ee.tokens import TokenError, TokenWrongSession, verify_token
+from e2ee.server.tokens import TokenError, TokenWrongSession, verify_token
 
 __all__ = ["MAX_MESSAGE_BYTES", "SOFT_MESSAGE_CHARS", "websocket_handler"]
 
@@ -138,7 +138,7 @@ def media_kinds(sdp: str) -> tuple[bool, bool]:
 
 def _media_error(exc: Exception, what: str) -> ApiError:
     """Maps a router exception to a client error.  Matched by class name so the server
-    does not import aiortc (through e2ee.router) until media is used."""
+    does not import aiortc (through e2ee.sfu.router) until media is used."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     text = str(exc)[:300]
     if names & {"CodecNotAllowed", "UnsupportedCodec"}:

@@ -7,10 +7,10 @@ subscribers one router process holds at 30 fps.
                       [--json PATH] [--plot PATH.png] [--quick] [--profile PATH]
 
 Set-up (all on loopback)
-    A real session server (``e2ee.server.run`` on port 0, one :class:`e2ee.router.Router`
+    A real session server (``e2ee.server.app.run`` on port 0, one :class:`e2ee.sfu.router.Router`
     per session) runs in its own process; the bench creates one E2EE session over REST
     with the project auth token.  P publisher processes and a few subscriber processes
-    (:mod:`e2ee.bench.router_worker`, at most ``--per-process`` subscribers each) join it
+    (:mod:`e2ee.tools.bench.router_worker`, at most ``--per-process`` subscribers each) join it
     over the signaling WebSocket: every publisher sends pre-encoded, pre-encrypted-at-send
     VP8 (640x480, 30 fps, ~1 Mbit/s) and Opus (50 frames/s); every subscriber subscribes
     to every publisher and counts, decrypts and timestamps frames without decoding.  On a
@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2ee.bench import _measure
+from e2ee.tools.bench import _measure
 
 __all__ = ["DEFAULT_SUBSCRIBERS", "TARGET_FPS", "main", "run"]
 
@@ -76,7 +76,7 @@ _LISTENING = re.compile(r"listening on (http://[^\s]+)")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The server in its own process.  With a profile path, cProfile is armed by SIGUSR1 and
-# written by SIGUSR2 (this launcher only; e2ee.server is unchanged).
+# written by SIGUSR2 (this launcher only; e2ee.server.app is unchanged).
 _SERVER_CODE = """\
 import sys
 profile_path = sys.argv[2] if len(sys.argv) > 2 else ""
@@ -90,7 +90,7 @@ if profile_path:
         profiler.dump_stats(profile_path)
     signal.signal(signal.SIGUSR1, _start)
     signal.signal(signal.SIGUSR2, _stop)
-from e2ee.server import run
+from e2ee.server.app import run
 run(host="127.0.0.1", port=0, data_dir=sys.argv[1])
 """
 
@@ -158,7 +158,7 @@ class Worker:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "e2ee.bench.router_worker",
+                "e2ee.tools.bench.router_worker",
                 role,
                 json.dumps(cfg),
                 stdin=asyncio.subprocess.PIPE,
@@ -211,7 +211,7 @@ class Worker:
 
 
 class Server:
-    """``e2ee.server.run`` in a child process on a free loopback port."""
+    """``e2ee.server.app.run`` in a child process on a free loopback port."""
 
     def __init__(self, proc: asyncio.subprocess.Process, url: str, data_dir: Path) -> None:
         self.proc = proc
@@ -270,7 +270,7 @@ class Server:
         return self.proc.pid
 
     def credentials(self) -> tuple[str, str]:
-        from e2ee.store import SQLiteStore
+        from e2ee.server.store import SQLiteStore
 
         store = SQLiteStore.in_data_dir(self.data_dir)
         try:
@@ -332,7 +332,7 @@ class Bench:
     # -- REST ----------------------------------------------------------------------------
 
     def _auth(self) -> dict[str, str]:
-        from e2ee.tokens import project_auth_token
+        from e2ee.server.tokens import project_auth_token
 
         return {"Authorization": f"Bearer {project_auth_token(*self.api)}"}
 
@@ -347,7 +347,7 @@ class Bench:
             return data
 
     def _token(self, role: str) -> str:
-        from e2ee.tokens import mint_token
+        from e2ee.server.tokens import mint_token
 
         return mint_token(*self.api, self.session["id"], role=role)  # type: ignore[arg-type]
 
@@ -361,7 +361,7 @@ class Bench:
     async def setup(self, progress: Any) -> dict[str, Any]:
         import aiohttp
 
-        from e2ee.bench.router_worker import prepare_media
+        from e2ee.tools.bench.router_worker import prepare_media
 
         cfg = self.cfg
         cpus = sorted(os.sched_getaffinity(0))

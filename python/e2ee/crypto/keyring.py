@@ -1,7 +1,8 @@
 """The session's encryption secret, turned into keys, with a grace period on change.
 
 A :class:`KeyRing` belongs to one client in one session.  Every track's
-:class:`~e2ee.frames.FrameEncryptor` and :class:`~e2ee.frames.FrameDecryptor` reads it;
+:class:`~e2ee.crypto.frames.FrameEncryptor` and
+:class:`~e2ee.crypto.frames.FrameDecryptor` reads it;
 changing the secret re-keys them all at their next frame (docs/protocol.md, "Secret to
 keys").  State is published as immutable snapshots, so the threads aiortc encodes and
 decodes on can read it without locks.
@@ -17,8 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from e2ee import _core, params
-from e2ee.sframe import CipherSuite
+from e2ee import _core
+from e2ee.crypto.sframe import CipherSuite
+from e2ee.wire import params
 
 __all__ = ["KeyRing"]
 

@@ -6,7 +6,7 @@ its traffic on loopback), restricts that list here.  The setting is process-wide
 aioice's address discovery is.
 
 Set ``E2EE_ICE_ADDRESSES=127.0.0.1`` (comma-separated) in the environment, or call
-:func:`restrict_ice_addresses`; :mod:`e2ee.transform`, :mod:`e2ee.router` and the server
+:func:`restrict_ice_addresses`; :mod:`e2ee.transform.protect`, :mod:`e2ee.sfu.router` and the server
 apply the environment variable when they are imported.
 """
 

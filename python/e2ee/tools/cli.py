@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import e2ee
-from e2ee.store import DEFAULT_DATA_DIR
+from e2ee.server.store import DEFAULT_DATA_DIR
 
 __all__ = ["main"]
 
@@ -60,7 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _credentials(data_dir: Path) -> tuple[str, str]:
-    from e2ee.store import SQLiteStore, db_path
+    from e2ee.server.store import SQLiteStore, db_path
 
     if not db_path(data_dir).is_file():
         raise SystemExit(f"e2ee: no server data in {data_dir}: start `e2ee serve` there first")
@@ -76,7 +76,7 @@ def _session_create(args: argparse.Namespace) -> int:
     _needs("server")
     import aiohttp
 
-    from e2ee.tokens import project_auth_token
+    from e2ee.server.tokens import project_auth_token
 
     body: dict[str, Any] = {
         "media_mode": "relayed" if args.relayed else "routed",
@@ -109,7 +109,7 @@ def _session_create(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     _needs("server")
-    from e2ee.tokens import mint_token_for_data_dir
+    from e2ee.server.tokens import mint_token_for_data_dir
 
     try:
         token = mint_token_for_data_dir(
@@ -124,7 +124,7 @@ def _token(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     _needs("server")
-    from e2ee.demo import format_report, run_demo
+    from e2ee.tools.demo import format_report, run_demo
 
     report = asyncio.run(
         run_demo(
@@ -143,7 +143,7 @@ def _bench(args: argparse.Namespace) -> int:
     import importlib
 
     try:
-        module = importlib.import_module(f"e2ee.bench.{args.target}")
+        module = importlib.import_module(f"e2ee.tools.bench.{args.target}")
     except ModuleNotFoundError as exc:
         raise SystemExit(f"e2ee: bench {args.target} needs {exc.name}") from exc
     code: int = module.main(args.bench_args)

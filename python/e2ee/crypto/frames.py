@@ -1,4 +1,4 @@
-"""Per-track frame encryption and decryption with a :class:`~e2ee.keyring.KeyRing`.
+"""Per-track frame encryption and decryption with a :class:`~e2ee.crypto.keyring.KeyRing`.
 
 One :class:`FrameEncryptor` per outgoing track, one :class:`FrameDecryptor` per incoming
 track.  The per-frame work (codec prefix, SFrame header, encryption, replay check) is one
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing_extensions import Buffer
 
 from e2ee import _core
+from e2ee.crypto.keyring import KeyRing
 from e2ee.errors import (
     AuthenticationFailed,
     CodecError,
@@ -26,7 +27,6 @@ from e2ee.errors import (
     ReplayedFrame,
     SFrameError,
 )
-from e2ee.keyring import KeyRing
 
 __all__ = ["DecryptorEvent", "FrameDecryptor", "FrameEncryptor"]
 

@@ -28,11 +28,11 @@ from typing import Any, Literal
 import aiohttp
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from e2ee import net
-from e2ee.client import Session, Subscriber
-from e2ee.store import SQLiteStore
-from e2ee.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
-from e2ee.tokens import mint_token, project_auth_token
+from e2ee.client.session import Session, Subscriber
+from e2ee.rtc import net
+from e2ee.server.store import SQLiteStore
+from e2ee.server.tokens import mint_token, project_auth_token
+from e2ee.tools.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
 
 __all__ = ["run_demo"]
 
@@ -155,7 +155,8 @@ async def _start_server(data_dir: Path) -> tuple[asyncio.subprocess.Process, str
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "e2ee.server",
+        "e2ee",
+        "serve",
         "--port",
         "0",
         "--data-dir",

@@ -1,2 +1,0 @@
-"""Benchmarks: ``e2ee bench crypto`` (:mod:`e2ee.bench.crypto`) and ``e2ee bench router``
-(:mod:`e2ee.bench.router`).  Speed is measured here, never in timed tests."""

@@ -1,0 +1,296 @@
+"""Every private aiortc name this project relies on, in one place, behind one version gate
+and one behavioural probe.  Nothing else in ``e2ee`` (nor in its tests and benchmarks)
+names a private aiortc attribute; a test greps the tree for them.
+
+Why private names at all: aiortc has no encoded-frame transform API (WebRTC's
+``RTCRtpScriptTransform``).  The E2EE transform and the router need three seams:
+
+* the sender's encoder (``RTCRtpSender.__encoder``, rtcrtpsender.py:104, created lazily
+  in ``_next_encoded_frame`` at :308-309), which turns a frame into RTP payloads: E2EE
+  presets an encrypting one, the router a packetizer that never encodes;
+* the receiver's decoder queue (``RTCRtpReceiver.__decoder_queue``, rtcrtpreceiver.py:291),
+  which ``_handle_rtp_packet`` fills on the event loop (:567) with each reassembled frame,
+  and its jitter buffer (``__jitter_buffer``, :295/:299, used at :551);
+* the key-frame paths: ``RTCRtpSender._send_keyframe`` (called on a PLI/FIR,
+  rtcrtpsender.py:277-281) and ``RTCRtpReceiver._send_rtcp_pli`` (rtcrtpreceiver.py:630).
+
+Checked against aiortc :data:`SUPPORTED_VERSION` (``pyproject.toml`` pins that minor).
+To move to the next aiortc minor: read the diff of ``rtcrtpsender.py``,
+``rtcrtpreceiver.py``, ``rtcpeerconnection.py``, ``jitterbuffer.py`` and
+``codecs/vpx.py`` for every name below, update the line numbers here, widen
+:data:`SUPPORTED_VERSION` and the pin together, and run the whole suite: the probe
+(:func:`check`) and ``tests/unit/rtc/test_compat.py`` fail first if a seam moved.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from fractions import Fraction
+from typing import Any
+
+import aiortc
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs.base import Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+__all__ = [
+    "SUPPORTED_VERSION",
+    "PacketizingVp8Encoder",
+    "check",
+    "decoder_queue",
+    "hook_create_transceiver",
+    "hook_next_encoded_frame",
+    "hook_send_keyframe",
+    "receiver_started",
+    "send_keyframe",
+    "send_pli",
+    "sender_encoder",
+    "set_decoder_queue",
+    "set_jitter_buffer",
+    "set_sender_encoder",
+    "set_sender_stream_id",
+]
+
+#: The aiortc minor whose private names are checked here.
+SUPPORTED_VERSION = "1.16"
+
+# Name-mangled attributes (``self.__x`` inside class ``C`` is ``C._C__x``).
+_SENDER_ENCODER = "_RTCRtpSender__encoder"  # rtcrtpsender.py:104
+_RECEIVER_QUEUE = "_RTCRtpReceiver__decoder_queue"  # rtcrtpreceiver.py:291
+_RECEIVER_THREAD = "_RTCRtpReceiver__decoder_thread"  # rtcrtpreceiver.py:292
+_RECEIVER_JITTER = "_RTCRtpReceiver__jitter_buffer"  # rtcrtpreceiver.py:295/299
+_PC_CREATE_TRANSCEIVER = "_RTCPeerConnection__createTransceiver"  # rtcpeerconnection.py:1181
+
+
+class CompatError(RuntimeError):
+    """The installed aiortc is not one whose private seams this module knows."""
+
+
+# -- senders -----------------------------------------------------------------------------
+
+
+def sender_encoder(sender: RTCRtpSender) -> Encoder | None:
+    """The sender's encoder, ``None`` before its first frame."""
+    encoder: Encoder | None = getattr(sender, _SENDER_ENCODER)
+    return encoder
+
+
+def set_sender_encoder(sender: RTCRtpSender, encoder: Encoder) -> None:
+    """Make ``sender`` use ``encoder`` for its next frames (aiortc creates its own only
+    while the attribute is ``None``)."""
+    setattr(sender, _SENDER_ENCODER, encoder)
+
+
+NextEncodedFrame = Callable[[RTCRtpCodecParameters], Coroutine[Any, Any, Any]]
+
+
+def hook_next_encoded_frame(
+    sender: RTCRtpSender, wrap: Callable[[NextEncodedFrame], NextEncodedFrame]
+) -> NextEncodedFrame:
+    """Replace ``sender._next_encoded_frame`` (rtcrtpsender.py:294; ``_run_rtp`` calls it
+    once per frame, :371) on the instance by ``wrap(original)``; return the original."""
+    original: NextEncodedFrame = sender._next_encoded_frame
+    sender._next_encoded_frame = wrap(original)  # type: ignore[method-assign,assignment]
+    return original
+
+
+def hook_send_keyframe(sender: RTCRtpSender, replacement: Callable[[], None]) -> Callable[[], None]:
+    """Replace ``sender._send_keyframe`` (called on a PLI or FIR, rtcrtpsender.py:277-281)
+    on the instance; return the original (bound) method."""
+    original: Callable[[], None] = sender._send_keyframe
+    sender._send_keyframe = replacement  # type: ignore[method-assign]
+    return original
+
+
+def send_keyframe(sender: RTCRtpSender) -> None:
+    """Ask ``sender``'s encoder for a key frame, as a PLI would (the instance's current
+    ``_send_keyframe``, hooked or not)."""
+    sender._send_keyframe()
+
+
+def set_sender_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
+    """The MediaStream id the sender announces (``a=msid:<stream_id> <track id>``)."""
+    sender._stream_id = stream_id
+
+
+# -- receivers ---------------------------------------------------------------------------
+
+
+def decoder_queue(receiver: RTCRtpReceiver) -> Any:
+    """The receiver's decoder queue: ``put((codec, JitterFrame))`` per frame, ``None`` to
+    stop the decoder thread."""
+    return getattr(receiver, _RECEIVER_QUEUE)
+
+
+def set_decoder_queue(receiver: RTCRtpReceiver, queue: Any) -> None:
+    """Replace the decoder queue; ``queue`` needs ``put``, ``put_nowait`` and ``get``."""
+    setattr(receiver, _RECEIVER_QUEUE, queue)
+
+
+def receiver_started(receiver: RTCRtpReceiver) -> bool:
+    """Whether ``receive()`` already started the decoder thread (rtcrtpreceiver.py:406)."""
+    return getattr(receiver, _RECEIVER_THREAD) is not None
+
+
+def set_jitter_buffer(receiver: RTCRtpReceiver, buffer: Any) -> None:
+    """Replace the receiver's jitter buffer (an ``aiortc.jitterbuffer.JitterBuffer``)."""
+    setattr(receiver, _RECEIVER_JITTER, buffer)
+
+
+def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> Coroutine[Any, Any, None]:
+    """Send an RTCP PLI for ``media_ssrc`` (rtcrtpreceiver.py:630; it catches
+    ``ConnectionError`` itself)."""
+    coro: Coroutine[Any, Any, None] = receiver._send_rtcp_pli(media_ssrc)
+    return coro
+
+
+# -- peer connections --------------------------------------------------------------------
+
+
+def hook_create_transceiver(
+    pc: RTCPeerConnection, after: Callable[[], None]
+) -> Callable[..., Any] | None:
+    """Call ``after()`` each time ``pc`` creates a transceiver: its private
+    ``__createTransceiver`` (the one place aiortc creates them, for ``addTrack``,
+    ``addTransceiver`` and ``setRemoteDescription``) is wrapped on the instance.  Returns
+    the wrapper (to remove it with ``del pc.__dict__[NAME]``), or ``None`` if this aiortc
+    has no such method."""
+    original = getattr(pc, _PC_CREATE_TRANSCEIVER, None)
+    if original is None:
+        return None
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        after()
+        return result
+
+    setattr(pc, _PC_CREATE_TRANSCEIVER, wrapper)
+    return wrapper
+
+
+def unhook_create_transceiver(pc: RTCPeerConnection, wrapper: Callable[..., Any]) -> None:
+    """Undo :func:`hook_create_transceiver` (if ``wrapper`` is still installed)."""
+    if pc.__dict__.get(_PC_CREATE_TRANSCEIVER) is wrapper:
+        del pc.__dict__[_PC_CREATE_TRANSCEIVER]
+
+
+# -- encoders ----------------------------------------------------------------------------
+
+
+class PacketizingVp8Encoder(Vp8Encoder):
+    """aiortc's VP8 encoder with a public seam between encoding and packetization.
+
+    aiortc calls the (class)method ``_packetize(buffer, picture_id)`` with each whole
+    encoded VP8 frame, on both the ``encode()`` path (raw frames) and the ``pack()`` path
+    (pre-encoded ``av.Packet``-like objects), vpx.py.  Subclasses override
+    :meth:`transform_frame`: return the bytes to packetize instead, or ``None`` to send
+    nothing for this frame.
+    """
+
+    def transform_frame(self, frame: bytes) -> bytes | None:
+        return frame
+
+    def _packetize(self, buffer: bytes, picture_id: int) -> list[bytes]:  # type: ignore[override]
+        # An instance override of the base classmethod: both paths call self._packetize,
+        # and super() still reaches the base implementation.
+        if not buffer:
+            return []
+        out = self.transform_frame(buffer)
+        if out is None:
+            return []
+        payloads: list[bytes] = super()._packetize(out, picture_id)
+        return payloads
+
+
+# -- version gate and probe --------------------------------------------------------------
+
+
+class _ProbeEncoder(Encoder):
+    def __init__(self) -> None:
+        self.packed = 0
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        raise AssertionError("the probe sends a packet, not a frame")
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        self.packed += 1
+        return [b"e2ee-probe"], 0
+
+
+class _ProbePacket:
+    pts = 0
+    time_base = Fraction(1, 90000)
+
+    def __bytes__(self) -> bytes:
+        return b"\x00"
+
+
+class _ProbeTrack(MediaStreamTrack):
+    kind = "video"
+
+    async def recv(self) -> Any:  # returns at once: the probe never suspends
+        return _ProbePacket()
+
+
+class _ProbeTransport:
+    state = "new"
+
+
+def _uses(fn: Any, name: str) -> bool:
+    code = getattr(fn, "__code__", None)
+    return code is not None and name in code.co_names
+
+
+def _probe_send_path() -> None:
+    """Drive one real ``RTCRtpSender._next_encoded_frame`` with a preset encoder and check
+    that aiortc used it: if it did not, an E2EE encoder set the same way would be ignored
+    and frames would leave in clear."""
+    sender = RTCRtpSender(_ProbeTrack(), _ProbeTransport())  # type: ignore[arg-type]
+    encoder = _ProbeEncoder()
+    set_sender_encoder(sender, encoder)
+    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    coro = sender._next_encoded_frame(codec)
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        result = stop.value
+    else:  # pragma: no cover - only if aiortc started awaiting something else here
+        coro.close()
+        raise CompatError("RTCRtpSender._next_encoded_frame suspended in the probe")
+    if encoder.packed != 1 or getattr(result, "payloads", None) != [b"e2ee-probe"]:
+        raise CompatError("RTCRtpSender no longer sends through its preset encoder")
+
+
+@functools.cache
+def check() -> None:
+    """Raise :class:`CompatError` unless the installed aiortc has every seam above and
+    still sends through a preset encoder.  Cached: the probe runs once per process."""
+    version = getattr(aiortc, "__version__", "")
+    if not (version == SUPPORTED_VERSION or version.startswith(SUPPORTED_VERSION + ".")):
+        raise CompatError(
+            f"aiortc {version or '(unknown)'} is installed; e2ee's hooks are checked against "
+            f"aiortc {SUPPORTED_VERSION}.x (pip install 'aiortc>={SUPPORTED_VERSION},<1.17')"
+        )
+    missing = [
+        f"{owner.__name__}.{name}"
+        for owner, name in (
+            (RTCRtpSender, "_next_encoded_frame"),
+            (RTCRtpSender, "_send_keyframe"),
+            (RTCRtpReceiver, "_send_rtcp_pli"),
+            (Vp8Encoder, "_packetize"),
+            (RTCPeerConnection, _PC_CREATE_TRANSCEIVER),
+        )
+        if not hasattr(owner, name)
+    ]
+    for method in ("__init__", "_handle_rtp_packet", "receive"):
+        if not _uses(getattr(RTCRtpReceiver, method, None), _RECEIVER_QUEUE):
+            missing.append(f"RTCRtpReceiver.{_RECEIVER_QUEUE}")
+            break
+    if not _uses(getattr(RTCRtpReceiver, "_handle_rtp_packet", None), _RECEIVER_JITTER):
+        missing.append(f"RTCRtpReceiver.{_RECEIVER_JITTER}")
+    if missing:
+        raise CompatError(f"aiortc {version} lacks {', '.join(missing)}")
+    _probe_send_path()
