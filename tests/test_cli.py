@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from e2ee.server.tokens import verify_token
+from e2ee.server.store import SessionRecord, SQLiteStore, db_path
+from e2ee.server.tokens import mint_token, verify_token
+from e2ee.tools.cli import NoServerData, load_credentials
 from server_helpers import ServerProcess
 
 
@@ -89,3 +92,21 @@ def test_refusals_are_clear(server: ServerProcess, tmp_path: Path) -> None:
     nowhere = e2ee("token", sid, "--data-dir", str(tmp_path), check=False)
     assert nowhere.returncode == 1
     assert "no e2ee server data" in nowhere.stderr
+
+
+def test_load_credentials_from_data_dir(tmp_path: Path) -> None:
+    sid = "session-1"
+    with pytest.raises(NoServerData, match="no e2ee server data"):
+        load_credentials(tmp_path, sid)
+    store = SQLiteStore.in_data_dir(tmp_path)
+    creds = store.get_or_create_credentials_sync()
+    store.create_session_sync(SessionRecord(sid, "routed", False, None, None, 50, time.time()))
+    store.close_sync()
+    assert load_credentials(tmp_path) == creds
+    loaded = load_credentials(tmp_path, sid)
+    token = mint_token(loaded.api_key, loaded.api_secret, sid, role="subscriber", ttl=60, data="d")
+    claims = verify_token(creds.api_key, creds.api_secret, token, session_id=sid)
+    assert (claims.role, claims.data) == ("subscriber", "d")
+    with pytest.raises(LookupError, match="no session"):
+        load_credentials(tmp_path, "other")
+    assert db_path(tmp_path).exists()

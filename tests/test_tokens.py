@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import time
-from pathlib import Path
 
 import jwt
 import pytest
 
 from e2ee.errors import E2eeError
-from e2ee.server.store import SessionRecord, SQLiteStore, db_path
 from e2ee.server.tokens import (
     DEFAULT_TTL,
     MAX_AUTH_TTL,
@@ -23,7 +21,6 @@ from e2ee.server.tokens import (
     TokenUnknownRole,
     TokenWrongSession,
     mint_token,
-    mint_token_for_data_dir,
     project_auth_token,
     verify_project_auth,
     verify_token,
@@ -196,18 +193,3 @@ def test_project_auth_tokens() -> None:
     )
     with pytest.raises(TokenExpired):
         verify_project_auth(KEY, SECRET, long_lived)
-
-
-def test_mint_token_for_data_dir(tmp_path: Path) -> None:
-    with pytest.raises(LookupError):
-        mint_token_for_data_dir(tmp_path, SID)
-    store = SQLiteStore.in_data_dir(tmp_path)
-    creds = store.get_or_create_credentials_sync()
-    store.create_session_sync(SessionRecord(SID, "routed", False, None, None, 50, time.time()))
-    store.close_sync()
-    token = mint_token_for_data_dir(tmp_path, SID, role="subscriber", ttl=60, data="d")
-    claims = verify_token(creds.api_key, creds.api_secret, token, session_id=SID)
-    assert (claims.role, claims.data) == ("subscriber", "d")
-    with pytest.raises(LookupError, match="no session"):
-        mint_token_for_data_dir(tmp_path, "other")
-    assert db_path(tmp_path).exists()

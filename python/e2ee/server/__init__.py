@@ -1,6 +1,7 @@
 """The session server: REST API, signaling WebSocket, live rooms, durable store, tokens.
 
-Never imports :mod:`e2ee.crypto` (the server cannot read media) nor :mod:`e2ee.client`.
+Never imports :mod:`e2ee.crypto` or :mod:`e2ee.transform` (the server cannot read media),
+:mod:`e2ee.client` nor :mod:`e2ee.tools`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The session server's aiohttp application: REST API (:mod:`e2ee.server.rest`),
-signaling WebSocket (:mod:`e2ee.server.signaling`), live state and media routers
-(:mod:`e2ee.server.rooms`), durable state (:mod:`e2ee.server.store`).
+signaling WebSocket (:mod:`e2ee.server.signaling`), live state (:mod:`e2ee.server.hub`,
+:mod:`e2ee.server.rooms`), media routers (:mod:`e2ee.server.media`), durable state
+(:mod:`e2ee.server.store`).
 
 Run it with ``e2ee serve --port 8080 --data-dir ./e2ee-data`` or :func:`run`.  On first
 start it creates the project credentials in the data directory (SQLite, file mode 0600)
@@ -27,7 +28,9 @@ from aiohttp.abc import AbstractAccessLogger
 
 from e2ee.rtc import net
 from e2ee.server import rest
-from e2ee.server.rooms import ApiError, Hub, RouterFactory, default_router_factory
+from e2ee.server.errors import ApiError
+from e2ee.server.hub import Hub
+from e2ee.server.media import RouterFactory, default_router_factory
 from e2ee.server.signaling import websocket_handler
 from e2ee.server.store import DEFAULT_DATA_DIR, SQLiteStore, Store, db_path
 

@@ -29,8 +29,9 @@ from typing import Any
 
 from aiohttp import web
 
-from e2ee.server.rooms import ApiError, Hub, Room
-from e2ee.server.signaling import force_disconnect
+from e2ee.server.errors import ApiError
+from e2ee.server.hub import Hub
+from e2ee.server.rooms import Room
 from e2ee.server.store import DuplicateSession, SessionRecord
 from e2ee.server.tokens import (
     DEFAULT_TTL,
@@ -217,7 +218,7 @@ async def delete_connection(request: web.Request, hub: Hub) -> web.StreamRespons
     room = hub.rooms.get(record.id)
     if room is None:
         raise ApiError("unknown_connection", "no such connection in this session", 404)
-    await force_disconnect(room, request.match_info["connection_id"])
+    await room.force_disconnect(request.match_info["connection_id"])
     return web.Response(status=204)
 
 

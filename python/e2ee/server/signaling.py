@@ -59,32 +59,40 @@ peers' own offers, answers and candidates.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from e2ee.server.rooms import (
+from e2ee.server.connection import Connection, new_id
+from e2ee.server.errors import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
-    CLOSE_FORCE_DISCONNECTED,
     CLOSE_NOT_FOUND,
     CLOSE_PARTICIPANT_LIMIT,
     CLOSE_UNAUTHORIZED,
+    ApiError,
+)
+from e2ee.server.hub import Hub
+from e2ee.server.media import media_error
+from e2ee.server.rooms import (
     MAX_STREAMS_PER_CONNECTION,
     MAX_SUBSCRIPTIONS_PER_CONNECTION,
-    ApiError,
-    Connection,
-    Hub,
     Room,
     Stream,
     Subscription,
-    new_id,
 )
 from e2ee.server.tokens import TokenError, TokenWrongSession, verify_token
+from e2ee.server.validate import (
+    MAX_ID_CHARS,
+    media_kinds,
+    message_id,
+    parse_message,
+    required_str,
+    session_description,
+    str_field,
+)
 
 __all__ = ["MAX_MESSAGE_BYTES", "SOFT_MESSAGE_CHARS", "websocket_handler"]
 
@@ -97,68 +105,9 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_SIGNAL_DATA_BYTES = 8 * 1024
 MAX_SIGNAL_KIND_CHARS = 128
 MAX_STREAM_NAME_CHARS = 256
-MAX_ID_CHARS = 64
 HEARTBEAT_SECONDS = 20.0
 
 Handler = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any] | None]]
-
-
-# -- field validation -------------------------------------------------------------------
-
-
-def _str(msg: dict[str, Any], name: str, *, max_len: int, required: bool = True) -> str | None:
-    value = msg.get(name)
-    if value is None:
-        if required:
-            raise ApiError("bad_request", f"{name!r} is required")
-        return None
-    if not isinstance(value, str):
-        raise ApiError("bad_request", f"{name!r} must be a string")
-    if required and not value:
-        raise ApiError("bad_request", f"{name!r} must not be empty")
-    if len(value) > max_len:
-        raise ApiError("bad_request", f"{name!r} is too long (at most {max_len})")
-    return value
-
-
-def _req(msg: dict[str, Any], name: str, *, max_len: int = MAX_ID_CHARS) -> str:
-    value = _str(msg, name, max_len=max_len)
-    assert value is not None
-    return value
-
-
-_M_LINE = re.compile(r"^m=(audio|video)\s+(\d+)", re.MULTILINE)
-
-
-def media_kinds(sdp: str) -> tuple[bool, bool]:
-    """(has_audio, has_video) of an SDP offer: its active ``m=`` sections."""
-    kinds = {m.group(1) for m in _M_LINE.finditer(sdp) if m.group(2) != "0"}
-    return "audio" in kinds, "video" in kinds
-
-
-def _media_error(exc: Exception, what: str) -> ApiError:
-    """Maps a router exception to a client error.  Matched by class name so the server
-    does not import aiortc (through e2ee.sfu.router) until media is used."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    text = str(exc)[:300]
-    if names & {"CodecNotAllowed", "UnsupportedCodec"}:
-        return ApiError("codec_not_allowed", text or "codec not allowed in this session")
-    if "UnknownStream" in names:
-        return ApiError("unknown_stream", "no such stream in this session")
-    if "UnknownSubscription" in names:
-        return ApiError("unknown_subscription", "no such subscription on this connection")
-    if isinstance(exc, ValueError):
-        return ApiError("bad_request", f"the {what} was refused: {text or 'invalid SDP'}")
-    log.error("media router failed during %s", what, exc_info=exc)
-    return ApiError("media_error", f"the media router failed during {what}", 500)
-
-
-def _description(sdp: str, kind: str) -> Any:
-    try:
-        from aiortc import RTCSessionDescription
-    except ImportError:
-        raise ApiError("not_implemented", "media is not available on this server") from None
-    return RTCSessionDescription(sdp=sdp, type=kind)
 
 
 # -- one client -------------------------------------------------------------------------
@@ -196,10 +145,10 @@ class Session:
         if self.conn.role == "subscriber":
             raise ApiError("forbidden", "a subscriber token cannot publish", 403)
         self._require_media("publishing")
-        sdp = _req(msg, "sdp", max_len=SOFT_MESSAGE_CHARS)
+        sdp = required_str(msg, "sdp", max_len=SOFT_MESSAGE_CHARS)
         if msg.get("sdp_type", "offer") != "offer":
             raise ApiError("bad_request", "'sdp_type' must be 'offer'")
-        name = _str(msg, "name", max_len=MAX_STREAM_NAME_CHARS, required=False) or ""
+        name = str_field(msg, "name", max_len=MAX_STREAM_NAME_CHARS, required=False) or ""
         if len(self.conn.streams) >= MAX_STREAMS_PER_CONNECTION:
             raise ApiError(
                 "limit_exceeded",
@@ -208,7 +157,7 @@ class Session:
         has_audio, has_video = media_kinds(sdp)
         if not (has_audio or has_video):
             raise ApiError("bad_request", "the offer has no audio or video section")
-        offer = _description(sdp, "offer")
+        offer = session_description(sdp, "offer")
         router = self.room.router()
         stream_id = new_id()
         try:
@@ -216,7 +165,7 @@ class Session:
         except ApiError:
             raise
         except Exception as exc:
-            raise _media_error(exc, "publish") from None
+            raise media_error(exc, "publish") from None
         if not self.conn.alive or self.conn.id not in self.room.connections:
             await _discard(router.unpublish(stream_id))
             return None
@@ -233,7 +182,7 @@ class Session:
         return None
 
     async def on_unpublish(self, msg: dict[str, Any]) -> dict[str, Any] | None:
-        stream_id = _req(msg, "stream_id")
+        stream_id = required_str(msg, "stream_id")
         stream = self.room.streams.get(stream_id)
         if stream is None:
             raise ApiError("unknown_stream", "no such stream in this session")
@@ -244,7 +193,7 @@ class Session:
 
     async def on_subscribe(self, msg: dict[str, Any]) -> dict[str, Any] | None:
         self._require_media("subscribing")
-        stream_id = _req(msg, "stream_id")
+        stream_id = required_str(msg, "stream_id")
         if stream_id not in self.room.streams:
             raise ApiError("unknown_stream", "no such stream in this session")
         if len(self.conn.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
@@ -256,7 +205,7 @@ class Session:
         except ApiError:
             raise
         except Exception as exc:
-            raise _media_error(exc, "subscribe") from None
+            raise media_error(exc, "subscribe") from None
         gone = not self.conn.alive or self.conn.id not in self.room.connections
         if gone or stream_id not in self.room.streams:
             await _discard(router.unsubscribe(sub_id))
@@ -273,8 +222,8 @@ class Session:
         }
 
     async def on_answer(self, msg: dict[str, Any]) -> dict[str, Any] | None:
-        sub_id = _req(msg, "subscription_id")
-        sdp = _req(msg, "sdp", max_len=SOFT_MESSAGE_CHARS)
+        sub_id = required_str(msg, "subscription_id")
+        sdp = required_str(msg, "sdp", max_len=SOFT_MESSAGE_CHARS)
         if msg.get("sdp_type", "answer") != "answer":
             raise ApiError("bad_request", "'sdp_type' must be 'answer'")
         sub = self.room.subscriptions.get(sub_id)
@@ -282,23 +231,23 @@ class Session:
             raise ApiError("unknown_subscription", "no such subscription on this connection")
         if sub.answered:
             raise ApiError("bad_request", "this subscription was already answered")
-        answer = _description(sdp, "answer")
+        answer = session_description(sdp, "answer")
         router = self.room.router()
         try:
             await router.accept_answer(sub_id, answer)
         except Exception as exc:
-            raise _media_error(exc, "answer") from None
+            raise media_error(exc, "answer") from None
         sub.answered = True
         return {}
 
     async def on_unsubscribe(self, msg: dict[str, Any]) -> dict[str, Any] | None:
-        await self.room.remove_subscription(self.conn, _req(msg, "subscription_id"))
+        await self.room.remove_subscription(self.conn, required_str(msg, "subscription_id"))
         return {}
 
     async def on_signal(self, msg: dict[str, Any]) -> dict[str, Any] | None:
-        to = _str(msg, "to", max_len=MAX_ID_CHARS, required=False)
-        kind = _req(msg, "kind", max_len=MAX_SIGNAL_KIND_CHARS)
-        data = _str(msg, "data", max_len=MAX_SIGNAL_DATA_BYTES, required=False)
+        to = str_field(msg, "to", max_len=MAX_ID_CHARS, required=False)
+        kind = required_str(msg, "kind", max_len=MAX_SIGNAL_KIND_CHARS)
+        data = str_field(msg, "data", max_len=MAX_SIGNAL_DATA_BYTES, required=False)
         if data is None:
             if "data" in msg:
                 raise ApiError("bad_request", "'data' must be a string")
@@ -317,13 +266,13 @@ class Session:
 
     async def on_force_disconnect(self, msg: dict[str, Any]) -> dict[str, Any] | None:
         self._require_moderator("force a disconnect")
-        cid = _req(msg, "connection_id")
-        await force_disconnect(self.room, cid)
+        cid = required_str(msg, "connection_id")
+        await self.room.force_disconnect(cid)
         return {}
 
     async def on_force_unpublish(self, msg: dict[str, Any]) -> dict[str, Any] | None:
         self._require_moderator("force an unpublish")
-        await self.room.remove_stream(_req(msg, "stream_id"), "force_unpublished")
+        await self.room.remove_stream(required_str(msg, "stream_id"), "force_unpublished")
         return {}
 
     async def on_disconnect(self, msg: dict[str, Any]) -> dict[str, Any] | None:
@@ -340,23 +289,8 @@ class Session:
     async def handle_text(self, text: str) -> None:
         msg_id: object = None
         try:
-            if len(text) > SOFT_MESSAGE_CHARS:
-                raise ApiError(
-                    "message_too_large", f"messages are limited to {SOFT_MESSAGE_CHARS} bytes"
-                )
-            try:
-                msg = json.loads(text)
-            except (ValueError, RecursionError):
-                raise ApiError("bad_json", "the message is not valid JSON") from None
-            if not isinstance(msg, dict):
-                raise ApiError("bad_request", "a message must be a JSON object")
-            msg_id = msg.get("id")
-            if msg_id is not None and not (
-                (isinstance(msg_id, str) and len(msg_id) <= MAX_ID_CHARS)
-                or (isinstance(msg_id, int) and not isinstance(msg_id, bool))
-            ):
-                msg_id = None
-                raise ApiError("bad_request", "'id' must be a short string or an integer")
+            msg = parse_message(text, max_chars=SOFT_MESSAGE_CHARS)
+            msg_id = message_id(msg)
             kind = msg.get("type")
             if not isinstance(kind, str):
                 raise ApiError("bad_request", "'type' must be a string")
@@ -396,16 +330,6 @@ async def _discard(aw: Awaitable[Any]) -> None:
         await aw
     except Exception as exc:
         log.debug("router clean-up failed: %r", exc)
-
-
-async def force_disconnect(room: Room, connection_id: str) -> None:
-    """Removes a connection (moderator or REST); ``unknown_connection`` if none."""
-    conn = room.connections.get(connection_id)
-    if conn is None:
-        raise ApiError("unknown_connection", "no such connection in this session", 404)
-    await room.remove_connection(
-        conn, "force_disconnected", close=(CLOSE_FORCE_DISCONNECTED, "force disconnected")
-    )
 
 
 # -- the endpoint -----------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ __all__ = [
     "TokenUnknownRole",
     "TokenWrongSession",
     "mint_token",
-    "mint_token_for_data_dir",
     "project_auth_token",
     "verify_project_auth",
     "verify_token",
@@ -180,7 +178,7 @@ def mint_token(
     also force-disconnect and force-unpublish).  ``ttl`` in seconds, 1 to 30 days.
     ``data`` is the connection data, at most 1000 characters, shown to **everyone** in
     the session.  ``now`` (Unix time) is for tests.  Does not check that the session
-    exists (the REST endpoint and :func:`mint_token_for_data_dir` do).
+    exists (the REST endpoint and the ``e2ee token`` command do).
     """
     _check_secret(api_key, api_secret)
     if not isinstance(session_id, str) or not session_id:
@@ -222,32 +220,6 @@ def project_auth_token(
         "jti": secrets.token_urlsafe(16),
     }
     return jwt.encode(claims, api_secret, algorithm=_ALGORITHM)
-
-
-def mint_token_for_data_dir(
-    data_dir: str | os.PathLike[str],
-    session_id: str,
-    *,
-    role: Role = "publisher",
-    ttl: int = DEFAULT_TTL,
-    data: str = "",
-) -> str:
-    """:func:`mint_token` with the credentials of the server whose data directory is
-    ``data_dir`` (for the ``e2ee token`` command).  Raises :class:`LookupError` if the
-    directory holds no credentials or no session ``session_id``."""
-    from e2ee.server.store import SQLiteStore, db_path
-
-    path = db_path(data_dir)
-    if not path.is_file():
-        raise LookupError(f"no e2ee server data in {data_dir} (no {path.name})")
-    store = SQLiteStore(path)
-    try:
-        if store.get_session_sync(session_id) is None:
-            raise LookupError(f"no session {session_id!r} in {data_dir}")
-        creds = store.get_or_create_credentials_sync()
-    finally:
-        store.close_sync()
-    return mint_token(creds.api_key, creds.api_secret, session_id, role=role, ttl=ttl, data=data)
 
 
 # -- verifying --------------------------------------------------------------------------

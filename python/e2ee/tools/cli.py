@@ -12,15 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import e2ee
-from e2ee.server.store import DEFAULT_DATA_DIR
+from e2ee.server.store import DEFAULT_DATA_DIR, Credentials, SQLiteStore, db_path
 
-__all__ = ["main"]
+__all__ = ["NoServerData", "load_credentials", "main"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -59,17 +60,27 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _credentials(data_dir: Path) -> tuple[str, str]:
-    from e2ee.server.store import SQLiteStore, db_path
+class NoServerData(LookupError):
+    """The data directory holds no server database."""
 
-    if not db_path(data_dir).is_file():
-        raise SystemExit(f"e2ee: no server data in {data_dir}: start `e2ee serve` there first")
-    store = SQLiteStore.in_data_dir(data_dir)
+
+def load_credentials(
+    data_dir: str | os.PathLike[str], session_id: str | None = None
+) -> Credentials:
+    """The project credentials of the server whose data directory is ``data_dir`` (for
+    ``e2ee session create`` and ``e2ee token``).  Raises :class:`NoServerData` if there is
+    no server database there and, with ``session_id``, :class:`LookupError` if the server
+    has no such session."""
+    path = db_path(data_dir)
+    if not path.is_file():
+        raise NoServerData(f"no e2ee server data in {data_dir} (no {path.name})")
+    store = SQLiteStore(path)
     try:
-        creds = store.get_or_create_credentials_sync()
+        if session_id is not None and store.get_session_sync(session_id) is None:
+            raise LookupError(f"no session {session_id!r} in {data_dir}")
+        return store.get_or_create_credentials_sync()
     finally:
         store.close_sync()
-    return creds.api_key, creds.api_secret
 
 
 def _session_create(args: argparse.Namespace) -> int:
@@ -85,10 +96,16 @@ def _session_create(args: argparse.Namespace) -> int:
     for name in ("suite", "kdf_iterations", "max_participants"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
-    key, secret = _credentials(args.data_dir)
+    try:
+        creds = load_credentials(args.data_dir)
+    except NoServerData:
+        raise SystemExit(
+            f"e2ee: no server data in {args.data_dir}: start `e2ee serve` there first"
+        ) from None
 
     async def create() -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {project_auth_token(key, secret)}"}
+        token = project_auth_token(creds.api_key, creds.api_secret)
+        headers = {"Authorization": f"Bearer {token}"}
         async with (
             aiohttp.ClientSession() as http,
             http.post(f"{args.url}/v1/sessions", json=body, headers=headers) as r,
@@ -109,11 +126,17 @@ def _session_create(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     _needs("server")
-    from e2ee.server.tokens import mint_token_for_data_dir
+    from e2ee.server.tokens import mint_token
 
     try:
-        token = mint_token_for_data_dir(
-            args.data_dir, args.session_id, role=args.role, ttl=args.ttl, data=args.data
+        creds = load_credentials(args.data_dir, args.session_id)
+        token = mint_token(
+            creds.api_key,
+            creds.api_secret,
+            args.session_id,
+            role=args.role,
+            ttl=args.ttl,
+            data=args.data,
         )
     except (LookupError, ValueError, TypeError) as exc:  # TokenError is a ValueError
         print(f"e2ee: {exc}", file=sys.stderr)
