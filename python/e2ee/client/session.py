@@ -189,9 +189,9 @@ class Session:
         if self.ring is not None:
             await self.ring.set_secret_async(secret)
         else:
-            from e2ee import _core
+            from e2ee.crypto import normalize_secret
 
-            _core.normalize_secret(secret)  # InvalidEncryptionSecret now, not at connect
+            normalize_secret(secret)  # InvalidEncryptionSecret now, not at connect
         self._secret = secret
 
     # -- requests ----------------------------------------------------------------------

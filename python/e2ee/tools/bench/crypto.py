@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e2ee import _core
+from e2ee import crypto
 from e2ee.crypto.frames import FrameDecryptor, FrameEncryptor
 from e2ee.crypto.keyring import KeyRing
 from e2ee.crypto.sframe import CipherSuite, Decryptor, Encryptor
@@ -359,9 +359,9 @@ def run(settings: Settings) -> dict[str, Any]:
         "duration_s": round(time.perf_counter() - started, 2),
         "machine": _measure.machine_info(),
         "e2ee": {
-            "version": _core.__version__,
-            "backend": _core.BACKEND,
-            "cpu_features": dict(_core.cpu_features()),
+            "version": crypto.__version__,
+            "backend": crypto.BACKEND,
+            "cpu_features": dict(crypto.cpu_features()),
         },
         "settings": {
             "suites": list(settings.suites),
