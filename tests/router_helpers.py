@@ -1,10 +1,8 @@
 """Test-only helpers for tests/test_router.py: in-process signaling through a Router, and
 recorders of the encoded frames a publisher sends and a subscriber receives.
 
-The recorders use the same private aiortc seams as e2ee.transform.protect and e2ee.sfu.router
-(aiortc 1.16.0): ``RTCRtpSender._RTCRtpSender__encoder`` (rtcrtpsender.py:104),
-``RTCRtpSender._next_encoded_frame`` (rtcrtpsender.py:294) and
-``RTCRtpReceiver._RTCRtpReceiver__decoder_queue`` (rtcrtpreceiver.py:291).
+The recorders use the same aiortc seams as e2ee.transform and e2ee.sfu, through
+e2ee.rtc.compat: the sender's encoder, its per-frame step and the receiver's decoder queue.
 """
 
 from __future__ import annotations
@@ -14,15 +12,15 @@ import time
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
-from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from e2ee.sfu.router import Router
+from e2ee.rtc import compat
+from e2ee.sfu import Router
 from e2ee.wire.vp8 import parse_vp8_payload_descriptor
 from media_helpers import new_pc, on_tracks
 
 
-class RecordingVp8Encoder(Vp8Encoder):
+class RecordingVp8Encoder(compat.PacketizingVp8Encoder):
     """aiortc's VP8 encoder, recording every whole encoded frame it packetizes and every
     key frame request (``force_keyframe``) it sees."""
 
@@ -39,33 +37,36 @@ class RecordingVp8Encoder(Vp8Encoder):
             self.forced_at.append(time.monotonic())
         return super().encode(frame, force_keyframe)
 
-    def _packetize(self, buffer: bytes, picture_id: int) -> list[bytes]:  # type: ignore[override]
-        if buffer:
-            self.frames.append(bytes(buffer))
-            if buffer[0] & 1 == 0:
-                self.keyframes_at.append(time.monotonic())
-        return super()._packetize(buffer, picture_id)
+    def transform_frame(self, frame: bytes) -> bytes | None:
+        self.frames.append(bytes(frame))
+        if frame[0] & 1 == 0:
+            self.keyframes_at.append(time.monotonic())
+        return frame
 
 
 def install_recording_encoder(sender: RTCRtpSender) -> RecordingVp8Encoder:
     """Make ``sender`` use a :class:`RecordingVp8Encoder` (before its first frame)."""
     encoder = RecordingVp8Encoder()
-    sender._RTCRtpSender__encoder = encoder  # type: ignore[attr-defined]
+    compat.set_sender_encoder(sender, encoder)
     return encoder
 
 
 def record_sent_wire_frames(sender: RTCRtpSender, out: list[bytes]) -> None:
     """Record the VP8 frames ``sender`` puts on the wire (after any E2EE encoder): the RTP
     payloads of each frame with their payload descriptors stripped, joined."""
-    original = sender._next_encoded_frame
 
-    async def wrapped(codec: Any) -> Any:
-        enc = await original(codec)
-        if enc is not None and codec.name == "VP8":
-            out.append(b"".join(p[parse_vp8_payload_descriptor(p).size :] for p in enc.payloads))
-        return enc
+    def wrap(original: compat.NextEncodedFrame) -> compat.NextEncodedFrame:
+        async def wrapped(codec: Any) -> Any:
+            enc = await original(codec)
+            if enc is not None and codec.name == "VP8":
+                out.append(
+                    b"".join(p[parse_vp8_payload_descriptor(p).size :] for p in enc.payloads)
+                )
+            return enc
 
-    sender._next_encoded_frame = wrapped  # type: ignore[method-assign]
+        return wrapped
+
+    compat.hook_next_encoded_frame(sender, wrap)
 
 
 class _RecordingQueue:
@@ -99,8 +100,9 @@ def record_received_frames(pc: RTCPeerConnection, kind: str = "video") -> list[t
         for transceiver in pc.getTransceivers():
             receiver = transceiver.receiver
             if receiver.track is track:
-                inner = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
-                receiver._RTCRtpReceiver__decoder_queue = _RecordingQueue(inner, out)  # type: ignore[attr-defined]
+                compat.set_decoder_queue(
+                    receiver, _RecordingQueue(compat.decoder_queue(receiver), out)
+                )
 
     return out
 

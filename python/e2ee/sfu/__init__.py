@@ -3,18 +3,12 @@ holds a key.  Imports :mod:`e2ee.rtc` and :mod:`e2ee.wire`, never :mod:`e2ee.cry
 
 from __future__ import annotations
 
-from e2ee.sfu.router import (
-    CodecNotAllowed,
-    EncodedFrame,
-    Forwarder,
-    FrameGate,
-    RelayTrack,
-    Router,
-    RouterError,
-    UnknownStream,
-    UnknownSubscription,
-    classify_vp8,
-)
+from e2ee.sfu.egress import RelayTrack
+from e2ee.sfu.errors import CodecNotAllowed, RouterError, UnknownStream, UnknownSubscription
+from e2ee.sfu.frames import EncodedFrame
+from e2ee.sfu.ingress import Forwarder
+from e2ee.sfu.policy import FrameGate, classify_vp8
+from e2ee.sfu.router import Router
 
 __all__ = [
     "CodecNotAllowed",

@@ -66,9 +66,6 @@ AUDIO_CLOCK = 48_000
 AUDIO_FRAME_SAMPLES = 960  # 20 ms
 
 _MEDIA_MAGIC = b"E2BRMEDIA1\n"
-# aiortc 1.16 private names (rtcrtpreceiver.py:291, :295/:299), as in e2ee.sfu.router.
-_RECEIVER_QUEUE = "_RTCRtpReceiver__decoder_queue"
-_RECEIVER_JITTER = "_RTCRtpReceiver__jitter_buffer"
 _RECORD = struct.Struct(">cBI")  # kind (b"v" / b"a"), key flag, length
 
 
@@ -368,7 +365,7 @@ def _loop_track(kind: str, frames: list[bytes], rate: float, encryptor: Any) -> 
             self._start: float | None = None
 
         def request_keyframe(self) -> None:
-            """Replaces the sender's ``_send_keyframe`` (a PLI from the router)."""
+            """The sender's key frame hook (a PLI from the router)."""
             self.keyframe_requests += 1
             self._jump = True
 
@@ -403,6 +400,7 @@ async def _publisher(cfg: dict[str, Any]) -> None:
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     from e2ee.crypto.frames import FrameEncryptor
+    from e2ee.rtc import compat
 
     media = load_media(Path(cfg["media"]))
     ring = await _key_ring(cfg)
@@ -415,7 +413,7 @@ async def _publisher(cfg: dict[str, Any]) -> None:
         pc = RTCPeerConnection(_rtc_configuration())
         pc.addTrack(audio)
         sender = pc.addTrack(video)
-        sender._send_keyframe = video.request_keyframe  # type: ignore[method-assign]
+        compat.hook_send_keyframe(sender, video.request_keyframe)
         await pc.setLocalDescription(await pc.createOffer())
         reply = await sig.request(
             {"type": "publish", "sdp": pc.localDescription.sdp, "name": cfg.get("name", "")}
@@ -610,6 +608,7 @@ class _SubscriberProcess:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         from e2ee.crypto.frames import FrameDecryptor
+        from e2ee.rtc import compat
 
         index = self.count
         self.count += 1
@@ -625,10 +624,10 @@ class _SubscriberProcess:
                 kind = transceiver.kind
                 codec = "vp8" if kind == "video" else "opus"
                 rx = _Receiver(index, stream_id, kind, FrameDecryptor(self.ring, codec))
-                # aiortc 1.16 private names (rtcrtpreceiver.py:291/295/299), set before
-                # receive() starts the decoder thread, as e2ee.sfu.router does for ingress.
-                setattr(transceiver.receiver, _RECEIVER_JITTER, _Assembler(rx))
-                setattr(transceiver.receiver, _RECEIVER_QUEUE, _FrameSink(rx))
+                # Set before receive() starts the decoder thread, as the router's ingress
+                # (e2ee.sfu.ingress) does.
+                compat.set_jitter_buffer(transceiver.receiver, _Assembler(rx))
+                compat.set_decoder_queue(transceiver.receiver, _FrameSink(rx))
                 receivers.append(rx)
             await pc.setLocalDescription(await pc.createAnswer())
             await sig.request(
