@@ -20,6 +20,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 PRIVATE_AIORTC = re.compile(
     r"_RTC[A-Za-z]+__|\b_next_encoded_frame\b|\b_send_keyframe\b|\b_send_rtcp_pli\b"
     r"|\b_packetize\b|\._stream_id\b|\b_handle_rtp_packet\b|\b_run_rtp\b|\b_send_rtp\b"
+    r"|\bpacket\._data\b|\b_headerExtensions\b|\._ssrc\b|\._rtx_ssrc\b"
 )
 COMPAT = PACKAGE / "rtc" / "compat.py"
 

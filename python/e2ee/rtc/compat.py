@@ -14,6 +14,14 @@ Why private names at all: aiortc has no encoded-frame transform API (WebRTC's
 * the key-frame paths: ``RTCRtpSender._send_keyframe`` (called on a PLI/FIR,
   rtcrtpsender.py:277-281) and ``RTCRtpReceiver._send_rtcp_pli`` (rtcrtpreceiver.py:630).
 
+The E2EE transform (:mod:`e2ee.transform`) also wraps, per instance, the sender's
+``_next_encoded_frame`` (to preset its encoder before each frame) and ``_send_keyframe``
+(so pre-encoded tracks get ``request_keyframe()``), see :func:`hook_sender`; overrides
+``Vp8Encoder._packetize`` (:class:`PacketizingVp8Encoder`); builds
+``aiortc.jitterbuffer.JitterFrame`` objects for the decoder queue; and wraps the
+connection's ``_RTCPeerConnection__createTransceiver`` (:func:`hook_create_transceiver`) to
+protect every transceiver the moment it is created.
+
 Checked against aiortc :data:`SUPPORTED_VERSION` (``pyproject.toml`` pins that minor).
 To move to the next aiortc minor: read the diff of ``rtcrtpsender.py``,
 ``rtcrtpreceiver.py``, ``rtcpeerconnection.py``, ``jitterbuffer.py`` and
@@ -24,6 +32,7 @@ To move to the next aiortc minor: read the diff of ``rtcrtpsender.py``,
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Coroutine
 from fractions import Fraction
@@ -40,13 +49,16 @@ __all__ = [
     "PacketizingVp8Encoder",
     "check",
     "decoder_queue",
+    "depayloaded",
     "hook_create_transceiver",
     "hook_next_encoded_frame",
     "hook_send_keyframe",
+    "hook_sender",
     "receiver_started",
     "send_keyframe",
     "send_pli",
     "sender_encoder",
+    "sender_frame_hook",
     "set_decoder_queue",
     "set_jitter_buffer",
     "set_sender_encoder",
@@ -115,6 +127,22 @@ def set_sender_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
     sender._stream_id = stream_id
 
 
+def hook_sender(
+    sender: RTCRtpSender, next_frame: NextEncodedFrame, keyframe: Callable[[], None]
+) -> tuple[NextEncodedFrame, Callable[[], None]]:
+    """Install ``next_frame`` as the sender's per-frame step
+    (:func:`hook_next_encoded_frame`) and ``keyframe`` as its key-frame handler
+    (:func:`hook_send_keyframe`), on the instance; return both originals."""
+    original_next = hook_next_encoded_frame(sender, lambda _original: next_frame)
+    return original_next, hook_send_keyframe(sender, keyframe)
+
+
+def sender_frame_hook(sender: RTCRtpSender) -> NextEncodedFrame:
+    """The sender's current per-frame step (``_next_encoded_frame``, hooked or not)."""
+    step: NextEncodedFrame = sender._next_encoded_frame
+    return step
+
+
 # -- receivers ---------------------------------------------------------------------------
 
 
@@ -132,6 +160,13 @@ def set_decoder_queue(receiver: RTCRtpReceiver, queue: Any) -> None:
 def receiver_started(receiver: RTCRtpReceiver) -> bool:
     """Whether ``receive()`` already started the decoder thread (rtcrtpreceiver.py:406)."""
     return getattr(receiver, _RECEIVER_THREAD) is not None
+
+
+def depayloaded(packet: Any) -> bytes:
+    """The codec payload of an RTP packet handed to a jitter buffer: aiortc stores it on
+    the packet as ``_data`` before ``JitterBuffer.add`` (rtcrtpreceiver.py:543)."""
+    data: bytes = packet._data
+    return data
 
 
 def set_jitter_buffer(receiver: RTCRtpReceiver, buffer: Any) -> None:
@@ -293,4 +328,13 @@ def check() -> None:
         missing.append(f"RTCRtpReceiver.{_RECEIVER_JITTER}")
     if missing:
         raise CompatError(f"aiortc {version} lacks {', '.join(missing)}")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # RTCRtpSender() wants an event loop: lend it a private one
+        asyncio.run(_probe_on_a_loop())
+    else:
+        _probe_send_path()
+
+
+async def _probe_on_a_loop() -> None:
     _probe_send_path()

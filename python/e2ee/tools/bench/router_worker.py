@@ -524,14 +524,17 @@ class _Assembler:
     def __init__(self, rx: _Receiver) -> None:
         from aiortc.jitterbuffer import JitterFrame
 
+        from e2ee.rtc import compat
+
         self._frame = JitterFrame
+        self._payload = compat.depayloaded
         self._rx = rx
         self._pending: dict[int, _Partial] = {}
 
     def add(self, packet: Any) -> tuple[bool, Any]:
         rx = self._rx
         rx.packets += 1
-        data = packet._data
+        data = self._payload(packet)
         if not rx.video:
             return False, self._frame(data, packet.timestamp)
         ts = packet.timestamp
