@@ -17,6 +17,7 @@ from aiortc import RTCRtpSender
 from aiortc.contrib.media import MediaRelay
 
 from e2ee import KeyRing
+from e2ee.rtc import compat
 from e2ee.transform.protect import E2eeTransform, protect
 from media_helpers import (
     EncodedVp8Track,
@@ -339,6 +340,8 @@ def test_protect_hooks_every_transceiver_and_close_detaches() -> None:
         assert "addTrack" not in vars(p.pc)
         assert ring._listeners == []  # the ring no longer calls us
         # Closed, but never downgraded: the sender still encrypts.
-        assert t.sender_for(sender).sender._next_encoded_frame.__self__ is t.sender_for(sender)
+        protected = t.sender_for(sender)
+        assert protected is not None
+        assert getattr(compat.sender_frame_hook(sender), "__self__", None) is protected
 
     run(test)

@@ -29,7 +29,7 @@ import aiohttp
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from e2ee.client.session import Session, Subscriber
-from e2ee.rtc import net
+from e2ee.rtc import compat, net
 from e2ee.server.store import SQLiteStore
 from e2ee.server.tokens import mint_token, project_auth_token
 from e2ee.tools.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
@@ -120,8 +120,8 @@ class Eavesdropper:
 
     def _count_frames(self, receiver: Any) -> None:
         # Counts every routed frame handed to this peer's decoder (aiortc's private
-        # decoder queue, rtcrtpreceiver.py:291); demo-only instrumentation.
-        q = receiver._RTCRtpReceiver__decoder_queue
+        # decoder queue, see e2ee.rtc.compat); demo-only instrumentation.
+        q = compat.decoder_queue(receiver)
         put = q.put
 
         def counting_put(item: Any, *args: Any, **kwargs: Any) -> None:
