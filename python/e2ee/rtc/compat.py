@@ -59,6 +59,7 @@ __all__ = [
     "send_pli",
     "sender_encoder",
     "sender_frame_hook",
+    "sender_ssrc",
     "set_decoder_queue",
     "set_jitter_buffer",
     "set_sender_encoder",
@@ -120,6 +121,12 @@ def send_keyframe(sender: RTCRtpSender) -> None:
     """Ask ``sender``'s encoder for a key frame, as a PLI would (the instance's current
     ``_send_keyframe``, hooked or not)."""
     sender._send_keyframe()
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC of the sender's media packets (RTX uses another)."""
+    ssrc: int = sender._ssrc
+    return ssrc
 
 
 def set_sender_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
