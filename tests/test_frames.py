@@ -10,6 +10,8 @@ import pytest
 
 import e2ee
 from e2ee import DecryptorEvent, FrameDecryptor, FrameEncryptor, KeyRing
+from e2ee.crypto.frames import MISMATCH_THRESHOLD
+from e2ee.crypto.sframe import decode_header
 from e2ee.errors import (
     DecryptionInternalError,
     EncryptionInternalError,
@@ -98,12 +100,17 @@ def test_mismatch_then_match_events() -> None:
     enc, dec = FrameEncryptor(sender, "vp8"), FrameDecryptor(receiver, "vp8")
     events = collect(dec)
     frames = vp8_frames()
-    for frame in frames:
+    assert len(frames) > MISMATCH_THRESHOLD
+    for i, frame in enumerate(frames):
         with pytest.raises(EncryptionSecretMismatch) as info:
             dec.decrypt(enc.encrypt(frame))
         assert info.value.kid == enc.kid
+        # Every frame is dropped and counted; the event waits for a run of them.
+        assert dec.stats["frames_mismatched"] == i + 1
+        assert len(events) == (i + 1 >= MISMATCH_THRESHOLD)
     assert [e.type for e in events] == ["encryption_secret_mismatch"]
     assert events[0].kid == enc.kid
+    assert events[0].stats["frames_mismatched"] == MISMATCH_THRESHOLD
     receiver.set_secret("the publisher's secret")
     for frame in frames:
         assert dec.decrypt(enc.encrypt(frame)) == frame
@@ -124,8 +131,9 @@ def test_sender_secret_change_with_and_without_grace() -> None:
     old_kid = enc.kid
     assert dec_both.decrypt(enc.encrypt(frame)) == frame
     sender.set_secret("the new secret")
-    assert enc.kid != old_kid
+    assert enc.kid == old_kid  # reading the KID never re-keys: only encrypt does
     wire = enc.encrypt(frame)
+    assert enc.kid != old_kid
     assert dec_both.decrypt(wire) == frame
     with pytest.raises(EncryptionSecretMismatch):
         dec_old.decrypt(wire)
@@ -208,3 +216,116 @@ def test_each_track_gets_its_own_kid() -> None:
     assert a.kid != b.kid
     assert a.kid is not None
     assert e2ee.kid_secret_id(a.kid) == r.secret_id
+
+
+def test_injected_mismatched_frames_below_the_threshold_raise_no_event() -> None:
+    # A router injecting one or two frames under an unknown secret id, between genuine
+    # frames, never raises encryption_secret_mismatch; the frames are dropped and counted.
+    enc, dec = FrameEncryptor(ring(), "opus"), FrameDecryptor(ring(), "opus")
+    stranger = FrameEncryptor(ring("a secret nobody holds"), "opus")
+    events = collect(dec)
+    frame = b"\xfc" + bytes(40)
+    for _ in range(5):
+        for _ in range(MISMATCH_THRESHOLD - 1):
+            with pytest.raises(EncryptionSecretMismatch):
+                dec.decrypt(stranger.encrypt(frame))
+        assert dec.decrypt(enc.encrypt(frame)) == frame  # a good frame ends the run
+    assert events == []
+    assert dec.stats["frames_mismatched"] == 5 * (MISMATCH_THRESHOLD - 1)
+    assert dec.state == "ok"
+
+
+@pytest.mark.parametrize("threshold", [1, 2, 5])
+def test_mismatch_threshold_is_a_parameter(threshold: int) -> None:
+    stranger = FrameEncryptor(ring("a secret nobody holds"), "opus")
+    dec = FrameDecryptor(ring(), "opus", mismatch_threshold=threshold)
+    events = collect(dec)
+    for i in range(threshold + 2):
+        with pytest.raises(EncryptionSecretMismatch):
+            dec.decrypt(stranger.encrypt(b"\xfc" + bytes(20)))
+        assert len(events) == (i + 1 >= threshold)
+    assert dec.state == "mismatch"
+
+
+@pytest.mark.parametrize("threshold", [0, -1, 1.5, True])
+def test_bad_mismatch_thresholds_are_refused(threshold: object) -> None:
+    with pytest.raises(ValueError, match="mismatch_threshold"):
+        FrameDecryptor(ring(), "opus", mismatch_threshold=threshold)  # type: ignore[arg-type]
+
+
+def test_failures_other_than_mismatch_do_not_end_a_mismatch_run() -> None:
+    enc, dec = FrameEncryptor(ring(), "opus"), FrameDecryptor(ring(), "opus")
+    stranger = FrameEncryptor(ring("a secret nobody holds"), "opus")
+    events = collect(dec)
+    for _ in range(MISMATCH_THRESHOLD):
+        with pytest.raises(EncryptionSecretMismatch):
+            dec.decrypt(stranger.encrypt(b"\xfc" + bytes(20)))
+        with pytest.raises(DecryptionInternalError):
+            dec.decrypt(_tampered(enc.encrypt(b"\xfc" + bytes(20)), -1))
+    assert [e.type for e in events if e.type != "decryption_error"] == [
+        "encryption_secret_mismatch"
+    ]
+
+
+def test_reading_the_kid_never_rekeys() -> None:
+    r = ring()
+    enc = FrameEncryptor(r, "opus")
+    first = enc.kid
+    assert first is not None
+    r.set_secret("a brand new secret")
+    for _ in range(3):
+        assert enc.kid == first
+    assert r.sending_kids == frozenset()  # the old KID is not one under the new secret
+    assert enc.prepare() not in (None, first)
+    assert enc.kid == enc.prepare()
+    assert r.sending_kids == {enc.kid}
+    wire = enc.encrypt(b"\xfc" + bytes(10))
+    assert decode_header(wire[1:])[0] == enc.kid
+
+
+def test_planned_change_with_accept_secret_sees_no_mismatch() -> None:
+    # Three participants, each with one ring, one outgoing VP8 track and a decryptor for
+    # each other participant's track.  The sequence documented on KeyRing.accept_secret:
+    # everyone accepts the new secret, then everyone sets it, one at a time, with real
+    # frames flowing both ways after every single step.  With the strictest threshold,
+    # not one frame may be a mismatch.
+    names = ("alice", "bob", "carol")
+    rings = {n: ring("the old secret") for n in names}
+    encs = {n: FrameEncryptor(rings[n], "vp8") for n in names}
+    decs = {
+        (me, them): FrameDecryptor(rings[me], "vp8", mismatch_threshold=1)
+        for me in names
+        for them in names
+        if me != them
+    }
+    events = {pair: collect(dec) for pair, dec in decs.items()}
+    frames = vp8_frames()
+    sent = 0
+
+    def exchange() -> None:
+        nonlocal sent
+        for them, enc in encs.items():
+            frame = frames[sent % len(frames)]
+            wire = enc.encrypt(frame)
+            for (me, sender), dec in decs.items():
+                if sender == them:
+                    assert dec.decrypt(wire) == frame, (me, them)
+        sent += 1
+
+    exchange()
+    old_kids = {n: encs[n].kid for n in names}
+    for n in names:
+        rings[n].accept_secret("the new secret")
+        exchange()
+        exchange()
+        assert encs[n].kid == old_kids[n]  # accepting never changes what is sent
+    for n in names:
+        rings[n].set_secret("the new secret")
+        exchange()
+        exchange()
+        assert encs[n].kid != old_kids[n]
+        assert e2ee.kid_secret_id(encs[n].kid) == rings[n].secret_id
+    for pair, dec in decs.items():
+        assert dec.stats["frames_mismatched"] == 0, pair
+        assert dec.stats["frames_ok"] == sent, pair
+        assert events[pair] == [], pair

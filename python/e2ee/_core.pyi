@@ -99,6 +99,16 @@ class FrameReceiver:
     def __new__(cls, suite: int, codec: str, *, replay_window: int = 128) -> FrameReceiver: ...
     @property
     def codec(self) -> str: ...
+    @property
+    def last_kid(self) -> int | None:
+        """The KID of the last frame that authenticated (``None`` before the first).
+
+        Failed frames (forged, malformed, replayed, mismatched) leave it unchanged, so it
+        never names an unauthenticated KID.
+        """
+    @property
+    def last_ctr(self) -> int | None:
+        """The CTR of the last frame that authenticated, with :attr:`last_kid`."""
     def set_secrets(self, secrets: Sequence[tuple[Buffer, float | None]]) -> None: ...
     def decrypt(self, wire: Buffer) -> bytes: ...
     def decrypt_into(self, wire: Buffer, out: Buffer) -> int: ...

@@ -28,6 +28,7 @@ __all__ = [
     "UnsupportedCipherSuite",
     "UnsupportedCodec",
     "Vp8ParseError",
+    "WeakSessionParameters",
 ]
 
 
@@ -111,6 +112,17 @@ class DecryptionInternalError(E2eeError):
 
 class EncryptionInternalError(E2eeError):
     """A frame could not be encrypted (it is dropped, never sent in clear)."""
+
+
+class WeakSessionParameters(E2eeError):
+    """The server asked for a cipher suite or PBKDF2 iteration count this client's
+    :class:`~e2ee.wire.params.SessionPolicy` refuses.  ``suite`` and ``kdf_iterations``
+    are what the server asked."""
+
+    def __init__(self, message: str, suite: object = None, kdf_iterations: object = None) -> None:
+        super().__init__(message)
+        self.suite = suite
+        self.kdf_iterations = kdf_iterations
 
 
 # -- Codecs (VP8 and Opus only in E2EE sessions) ----------------------------------------

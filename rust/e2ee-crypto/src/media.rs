@@ -210,6 +210,7 @@ pub struct FrameReceiver {
     retired: HashMap<u64, u64>,
     retired_order: VecDeque<u64>,
     stats: ReceiverStats,
+    last: Option<(u64, u64)>,
 }
 
 impl FrameReceiver {
@@ -225,6 +226,7 @@ impl FrameReceiver {
             retired: HashMap::new(),
             retired_order: VecDeque::new(),
             stats: ReceiverStats::default(),
+            last: None,
         })
     }
 
@@ -234,6 +236,19 @@ impl FrameReceiver {
 
     pub fn stats(&self) -> ReceiverStats {
         self.stats
+    }
+
+    /// The KID of the last frame that authenticated (`None` before the first).  Frames
+    /// that fail, for any reason, leave it unchanged: it never names an unauthenticated
+    /// KID.  A sender uses it to notice another sender on its own KID (docs/protocol.md,
+    /// "KID collisions").
+    pub fn last_kid(&self) -> Option<u64> {
+        self.last.map(|(kid, _)| kid)
+    }
+
+    /// The CTR of the last frame that authenticated, with [`last_kid`](Self::last_kid).
+    pub fn last_ctr(&self) -> Option<u64> {
+        self.last.map(|(_, ctr)| ctr)
     }
 
     /// The KIDs with cached keys, oldest first.
@@ -332,6 +347,7 @@ impl FrameReceiver {
             state.key.decrypt_frame(&l, sframe, clear, out_body)?;
             state.window.accept(l.header.ctr);
             out_clear.copy_from_slice(clear);
+            self.last = Some((kid, l.header.ctr));
             return Ok(total);
         }
 
@@ -373,6 +389,7 @@ impl FrameReceiver {
             expires: held.expires,
         };
         self.admit(kid, state);
+        self.last = Some((kid, l.header.ctr));
         Ok(total)
     }
 
@@ -610,6 +627,40 @@ mod tests {
         for w in &old {
             assert!(matches!(rx.decrypt(w), Err(Error::Replayed { .. })));
         }
+    }
+
+    #[test]
+    fn last_kid_names_only_authenticated_frames() {
+        let k = key("correct horse battery");
+        let mut rx = receiver(&[&k]);
+        let mut tx = sender(&k, Codec::Vp8);
+        let first = tx.encrypt(&vp8_key_frame()).unwrap();
+        assert_eq!(rx.last_kid(), None);
+        let mut bad = first.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(rx.decrypt(&bad), Err(Error::Authentication));
+        assert_eq!(rx.last_kid(), None, "a forged frame names no KID");
+        assert!(rx.decrypt(&first).is_ok());
+        assert_eq!(rx.last_kid(), tx.kid());
+        assert_eq!(rx.last_ctr(), Some(0));
+        // A forgery under another KID, a replay and a mismatch leave it unchanged.
+        let mut forger = FrameSender::new(SUITE, Codec::Vp8);
+        forger
+            .set_key(&key("not the secret"), new_kid(k.id()).unwrap())
+            .unwrap();
+        let forged = forger.encrypt(&vp8_key_frame()).unwrap();
+        assert_eq!(rx.decrypt(&forged), Err(Error::Authentication));
+        assert!(matches!(rx.decrypt(&first), Err(Error::Replayed { .. })));
+        let mut other = sender(&key("another secret"), Codec::Vp8);
+        assert!(matches!(
+            rx.decrypt(&other.encrypt(&vp8_key_frame()).unwrap()),
+            Err(Error::SecretMismatch { .. })
+        ));
+        assert_eq!((rx.last_kid(), rx.last_ctr()), (tx.kid(), Some(0)));
+        // The live-KID path sets it too.
+        assert!(rx.decrypt(&tx.encrypt(&vp8_key_frame()).unwrap()).is_ok());
+        assert_eq!((rx.last_kid(), rx.last_ctr()), (tx.kid(), Some(1)));
     }
 
     #[test]

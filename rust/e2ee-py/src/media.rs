@@ -118,6 +118,19 @@ impl FrameReceiver {
         self.inner.codec().name()
     }
 
+    /// The KID of the last frame that authenticated (`None` before the first); failed
+    /// frames leave it unchanged.
+    #[getter]
+    fn last_kid(&self) -> Option<u64> {
+        self.inner.last_kid()
+    }
+
+    /// The CTR of the last frame that authenticated, with `last_kid`.
+    #[getter]
+    fn last_ctr(&self) -> Option<u64> {
+        self.inner.last_ctr()
+    }
+
     /// Replaces the held secrets: `(secret_key, seconds_left)` pairs, `None` for a
     /// secret held until replaced.
     fn set_secrets(&mut self, secrets: Vec<(Bound<'_, PyAny>, Option<f64>)>) -> PyResult<()> {
