@@ -1,12 +1,10 @@
-"""The ``e2ee`` command against a real server process."""
+"""The ``e2ee`` command against a real server process (``fake_server``, tests/conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +13,7 @@ import pytest
 from e2ee.server.store import SessionRecord, SQLiteStore, db_path
 from e2ee.server.tokens import mint_token, verify_token
 from e2ee.tools.cli import NoServerData, load_credentials
-from server_helpers import ServerProcess
+from support.server import ServerProcess
 
 
 def e2ee(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -28,13 +26,6 @@ def e2ee(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("cli"), router="fake").start()
-    yield proc
-    proc.stop()
-
-
 def test_help_and_selftest() -> None:
     out = e2ee("--help").stdout
     for command in ("serve", "session", "token", "demo", "selftest"):
@@ -42,39 +33,36 @@ def test_help_and_selftest() -> None:
     assert "self-test ok (8 cipher suites)" in e2ee("selftest").stdout
 
 
-def test_session_create_and_token(server: ServerProcess) -> None:
-    data = str(server.data_dir)
-    sid = e2ee("session", "create", "--e2ee", "--url", server.url, "--data-dir", data).stdout
+@pytest.mark.asyncio
+async def test_session_create_and_token(
+    fake_server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    data = str(fake_server.data_dir)
+    sid = e2ee("session", "create", "--e2ee", "--url", fake_server.url, "--data-dir", data).stdout
     sid = sid.strip()
     assert len(sid) >= 22
     token = e2ee("token", sid, "--role", "moderator", "--data", "alice", "--data-dir", data)
-    creds = server.credentials()
+    creds = fake_server.credentials()
     claims = verify_token(creds.api_key, creds.api_secret, token.stdout.strip(), session_id=sid)
     assert claims.role == "moderator"
     assert claims.data == "alice"
 
-    async def join() -> str:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.ws_connect(
-                f"{server.url}/v1/sessions/{sid}/ws", params={"token": token.stdout.strip()}
-            ) as ws,
-        ):
-            first = await ws.receive_json()
-            return str(first["session"]["e2ee"])
-
-    assert asyncio.run(join()) == "True"
+    async with http.ws_connect(
+        f"{fake_server.url}/v1/sessions/{sid}/ws", params={"token": token.stdout.strip()}
+    ) as ws:
+        first = await ws.receive_json()
+    assert str(first["session"]["e2ee"]) == "True"
 
 
-def test_refusals_are_clear(server: ServerProcess, tmp_path: Path) -> None:
-    data = str(server.data_dir)
+def test_refusals_are_clear(fake_server: ServerProcess, tmp_path: Path) -> None:
+    data = str(fake_server.data_dir)
     bad = e2ee(
         "session",
         "create",
         "--e2ee",
         "--relayed",
         "--url",
-        server.url,
+        fake_server.url,
         "--data-dir",
         data,
         check=False,
@@ -85,7 +73,7 @@ def test_refusals_are_clear(server: ServerProcess, tmp_path: Path) -> None:
     unknown = e2ee("token", "no-such-session", "--data-dir", data, check=False)
     assert unknown.returncode == 1
     assert "no session" in unknown.stderr
-    sid = e2ee("session", "create", "--url", server.url, "--data-dir", data).stdout.strip()
+    sid = e2ee("session", "create", "--url", fake_server.url, "--data-dir", data).stdout.strip()
     too_long = e2ee("token", sid, "--ttl", str(40 * 86400), "--data-dir", data, check=False)
     assert too_long.returncode == 1
     assert "Traceback" not in too_long.stderr

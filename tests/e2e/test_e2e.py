@@ -4,7 +4,8 @@ real aiortc peers, libvpx and libopus, and the E2EE transform; everything on loo
 Covers the media items of the router/server issue: participants decode each other
 through the router, the router decodes nothing, a late joiner starts on a key frame, a
 wrong secret is a mismatch with no frames, bad input from one client leaves the others'
-media flowing, and the `e2ee demo` command reports measured counts.
+media flowing, and the `e2ee demo` command reports measured counts.  The ``server`` and
+``api`` fixtures come from tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -14,34 +15,19 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from e2ee.client.session import Session, SessionError, Subscriber
 from e2ee.errors import EncryptionSecretMissing, InvalidEncryptionSecret
 from e2ee.server.tokens import mint_token
 from e2ee.tools.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
-from server_helpers import Api, ServerProcess
+from support.server import Api, ServerProcess
 
 SECRET = "a shared secret for the test"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("e2e")).start()
-    yield proc
-    proc.stop()
-
-
-@pytest_asyncio.fixture
-async def api(server: ServerProcess) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession() as http:
-        yield Api(server, http)
 
 
 async def new_session(api: Api, **options: Any) -> str:

@@ -1,16 +1,16 @@
 """End-to-end tests of the media router (e2ee.sfu): real aiortc peers on this host (host
 candidates only), real libvpx/libopus encoding at the publishers and decoding at the
-subscribers; the router in between never decodes.  SDP is exchanged in process.  Each test
-runs its own event loop with ``asyncio.run``.
+subscribers; the router in between never decodes.  SDP is exchanged in process.  The tests
+run on pytest-asyncio; each appends the routers, peer connections and frame collectors it
+creates to the ``cleanup`` fixture (tests/conftest.py), which closes them afterwards.  The
+unit tests of the per-frame policy are in tests/unit/sfu/test_policy.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,25 +19,14 @@ from aiortc import RTCConfiguration, sdp
 from e2ee import KeyRing
 from e2ee.rtc import compat
 from e2ee.sfu import CodecNotAllowed, Router, UnknownStream, UnknownSubscription
-from e2ee.sfu.policy import (
-    ACCEPT,
-    DROP,
-    DROP_OLDEST,
-    FLUSH_ACCEPT,
-    FLUSH_DROP,
-    VP8_DELTA,
-    VP8_INVALID,
-    VP8_KEY,
-    FrameGate,
-    classify_vp8,
-)
-from media_helpers import (
+from support import FIXTURES
+from support.media import (
     FrameCollector,
     SyntheticAudioTrack,
     SyntheticVideoTrack,
     new_pc,
 )
-from router_helpers import (
+from support.router import (
     install_recording_encoder,
     only_codec,
     publish,
@@ -49,27 +38,6 @@ from router_helpers import (
 )
 
 pytestmark = pytest.mark.timeout(40)
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def run(test: Callable[[list[Any]], Awaitable[None]]) -> None:
-    """Run ``test(cleanup)`` on a fresh loop; close every router / pc / collector it
-    appended to ``cleanup`` (in reverse order)."""
-
-    async def main() -> None:
-        cleanup: list[Any] = []
-        try:
-            await test(cleanup)
-        finally:
-            for obj in reversed(cleanup):
-                with contextlib.suppress(Exception):
-                    if isinstance(obj, FrameCollector):
-                        await obj.stop()
-                    else:
-                        await obj.close()
-
-    asyncio.run(main())
 
 
 def new_router(cleanup: list[Any], **kwargs: Any) -> Router:
@@ -101,330 +69,314 @@ def answer_codecs(description: Any) -> dict[str, list[str]]:
 # -- 1. Fan-out to three subscribers, nothing decoded at the router --------------------
 
 
-def test_one_publisher_three_subscribers_decode() -> None:
-    async def main(cleanup: list[Any]) -> None:
-        router = new_router(cleanup)
-        video, audio = SyntheticVideoTrack(320, 240), SyntheticAudioTrack()
-        pub = new_pc()
-        cleanup.append(pub)
-        await publish(router, "alice", [video, audio], pub)
-        # The answer negotiates only VP8 (+RTX) and Opus.
-        codecs = answer_codecs(pub.remoteDescription)
-        assert set(codecs["video"]) <= {"video/vp8", "video/rtx"}, codecs
-        assert codecs["audio"] == ["audio/opus"], codecs
-        await wait_connected(pub)
+@pytest.mark.asyncio
+async def test_one_publisher_three_subscribers_decode(cleanup: list[Any]) -> None:
+    router = new_router(cleanup)
+    video, audio = SyntheticVideoTrack(320, 240), SyntheticAudioTrack()
+    pub = new_pc()
+    cleanup.append(pub)
+    await publish(router, "alice", [video, audio], pub)
+    # The answer negotiates only VP8 (+RTX) and Opus.
+    codecs = answer_codecs(pub.remoteDescription)
+    assert set(codecs["video"]) <= {"video/vp8", "video/rtx"}, codecs
+    assert codecs["audio"] == ["audio/opus"], codecs
+    await wait_connected(pub)
 
-        collectors = []
-        for i in range(3):
-            pc = new_pc()
-            cleanup.append(pc)
-            _, tracks = await subscribe(router, f"sub{i}", "alice", pc)
-            assert set(tracks) == {"audio", "video"}
-            collectors.append(
-                (collect(cleanup, tracks["video"]), collect(cleanup, tracks["audio"]))
-            )
-        assert router.subscriber_count("alice") == 3
+    collectors = []
+    for i in range(3):
+        pc = new_pc()
+        cleanup.append(pc)
+        _, tracks = await subscribe(router, f"sub{i}", "alice", pc)
+        assert set(tracks) == {"audio", "video"}
+        collectors.append((collect(cleanup, tracks["video"]), collect(cleanup, tracks["audio"])))
+    assert router.subscriber_count("alice") == 3
 
-        for v, a in collectors:
-            assert await v.wait_for(15, timeout=6), f"video frames: {len(v.frames)}"
-            assert await a.wait_for(15, timeout=3), f"audio frames: {len(a.frames)}"
-        for v, _ in collectors:
-            assert {(f.width, f.height) for f in v.frames} == {(320, 240)}
-            # Starts on a key frame: every decoded picture is the real one.
-            assert all(f.good for f in v.frames)
+    for v, a in collectors:
+        assert await v.wait_for(15, timeout=6), f"video frames: {len(v.frames)}"
+        assert await a.wait_for(15, timeout=3), f"audio frames: {len(a.frames)}"
+    for v, _ in collectors:
+        assert {(f.width, f.height) for f in v.frames} == {(320, 240)}
+        # Starts on a key frame: every decoded picture is the real one.
+        assert all(f.good for f in v.frames)
 
-        stats = router.stats()
-        assert stats["frames_decoded"] == 0
-        assert stats["frames_forwarded"] > 0
-        assert stats["bytes_forwarded"] > 0
-        assert stats["frames_received"] > 0
-        tracks_stats = stats["streams"]["alice"]["tracks"]
-        kinds = {t["kind"]: t for t in tracks_stats.values()}
-        assert kinds["video"]["width"] == 320
-        assert kinds["video"]["height"] == 240
-        assert kinds["video"]["frames_decoded"] == kinds["audio"]["frames_decoded"] == 0
-        assert stats["streams"]["alice"]["subscribers"] == 3
-        for i in range(3):
-            sub = stats["subscriptions"][f"sub{i}"]
-            assert sub["stream_id"] == "alice"
-            per_kind = {t["kind"]: t for t in sub["tracks"].values()}
-            assert per_kind["video"]["frames_forwarded"] > 0
-            assert per_kind["audio"]["frames_forwarded"] > 0
-            assert per_kind["video"]["queued"] <= router.queue_frames
-
-    run(main)
+    stats = router.stats()
+    assert stats["frames_decoded"] == 0
+    assert stats["frames_forwarded"] > 0
+    assert stats["bytes_forwarded"] > 0
+    assert stats["frames_received"] > 0
+    tracks_stats = stats["streams"]["alice"]["tracks"]
+    kinds = {t["kind"]: t for t in tracks_stats.values()}
+    assert kinds["video"]["width"] == 320
+    assert kinds["video"]["height"] == 240
+    assert kinds["video"]["frames_decoded"] == kinds["audio"]["frames_decoded"] == 0
+    assert stats["streams"]["alice"]["subscribers"] == 3
+    for i in range(3):
+        sub = stats["subscriptions"][f"sub{i}"]
+        assert sub["stream_id"] == "alice"
+        per_kind = {t["kind"]: t for t in sub["tracks"].values()}
+        assert per_kind["video"]["frames_forwarded"] > 0
+        assert per_kind["audio"]["frames_forwarded"] > 0
+        assert per_kind["video"]["queued"] <= router.queue_frames
 
 
 # -- 2. Forwarded frames are byte-identical -------------------------------------------
 
 
-def test_forwarded_frames_are_byte_identical() -> None:
-    async def main(cleanup: list[Any]) -> None:
-        router = new_router(cleanup)
-        pub = new_pc()
-        cleanup.append(pub)
-        await publish(router, "alice", [SyntheticVideoTrack(320, 240)], pub)
-        encoder = install_recording_encoder(pub.getSenders()[0])
-        await wait_connected(pub)
+@pytest.mark.asyncio
+async def test_forwarded_frames_are_byte_identical(cleanup: list[Any]) -> None:
+    router = new_router(cleanup)
+    pub = new_pc()
+    cleanup.append(pub)
+    await publish(router, "alice", [SyntheticVideoTrack(320, 240)], pub)
+    encoder = install_recording_encoder(pub.getSenders()[0])
+    await wait_connected(pub)
 
-        sub = new_pc()
-        cleanup.append(sub)
-        received = record_received_frames(sub)
-        _, tracks = await subscribe(router, "bob", "alice", sub)
-        collector = collect(cleanup, tracks["video"])
-        assert await collector.wait_for(45, timeout=8)
+    sub = new_pc()
+    cleanup.append(sub)
+    received = record_received_frames(sub)
+    _, tracks = await subscribe(router, "bob", "alice", sub)
+    collector = collect(cleanup, tracks["video"])
+    assert await collector.wait_for(45, timeout=8)
 
-        sent = set(encoder.frames)
-        got = [data for _, data in received]
-        assert len(got) >= 45
-        missing = [i for i, data in enumerate(got) if data not in sent]
-        assert not missing, f"{len(missing)} of {len(got)} received frames were never sent"
-        # In order: the received frames are a contiguous run of the sent ones.
-        start = encoder.frames.index(got[0])
-        assert encoder.frames[start : start + len(got)] == got
-        assert got[0][0] & 1 == 0, "the subscriber must start on a key frame"
-        assert router.stats()["frames_decoded"] == 0
-
-    run(main)
+    sent = set(encoder.frames)
+    got = [data for _, data in received]
+    assert len(got) >= 45
+    missing = [i for i, data in enumerate(got) if data not in sent]
+    assert not missing, f"{len(missing)} of {len(got)} received frames were never sent"
+    # In order: the received frames are a contiguous run of the sent ones.
+    start = encoder.frames.index(got[0])
+    assert encoder.frames[start : start + len(got)] == got
+    assert got[0][0] & 1 == 0, "the subscriber must start on a key frame"
+    assert router.stats()["frames_decoded"] == 0
 
 
 # -- 3. A late joiner starts on a key frame, quickly ----------------------------------
 
 
-def test_late_joiner_gets_keyframe_within_one_second() -> None:
-    async def main(cleanup: list[Any]) -> None:
-        router = new_router(cleanup)
-        pub = new_pc()
-        cleanup.append(pub)
-        await publish(router, "alice", [SyntheticVideoTrack(320, 240)], pub)
-        encoder = install_recording_encoder(pub.getSenders()[0])
-        await wait_connected(pub)
-        early = new_pc()
-        cleanup.append(early)
-        _, tracks = await subscribe(router, "early", "alice", early)
-        early_collector = collect(cleanup, tracks["video"])
-        await asyncio.sleep(3.0)
-        assert early_collector.count(good=True) > 30
-        forced_before = encoder.forced
+@pytest.mark.asyncio
+async def test_late_joiner_gets_keyframe_within_one_second(cleanup: list[Any]) -> None:
+    router = new_router(cleanup)
+    pub = new_pc()
+    cleanup.append(pub)
+    await publish(router, "alice", [SyntheticVideoTrack(320, 240)], pub)
+    encoder = install_recording_encoder(pub.getSenders()[0])
+    await wait_connected(pub)
+    early = new_pc()
+    cleanup.append(early)
+    _, tracks = await subscribe(router, "early", "alice", early)
+    early_collector = collect(cleanup, tracks["video"])
+    await asyncio.sleep(3.0)
+    assert early_collector.count(good=True) > 30
+    forced_before = encoder.forced
 
-        late = new_pc()
-        cleanup.append(late)
-        received = record_received_frames(late)
-        t0 = time.monotonic()
-        _, tracks = await subscribe(router, "late", "alice", late)
-        t_connected = time.monotonic()
-        collector = collect(cleanup, tracks["video"])
-        assert await collector.wait_for(1, timeout=3)
-        first_good = next(f.at for f in collector.frames if f.good)
-        assert first_good - t_connected < 1.0, (
-            f"first decodable frame {first_good - t_connected:.3f}s after connecting "
-            f"({first_good - t0:.3f}s after subscribe())"
-        )
-        # It started on a key frame (never a delta), asked for by the router (the
-        # publisher's own key frame interval is 3000 frames).
-        assert received
-        assert received[0][1][0] & 1 == 0
-        assert all(f.good for f in collector.frames)
-        assert encoder.forced > forced_before
-        # The early subscriber was not disturbed by the late join.
-        assert early_collector.max_gap(t0, time.monotonic()) < 0.5
-
-    run(main)
+    late = new_pc()
+    cleanup.append(late)
+    received = record_received_frames(late)
+    t0 = time.monotonic()
+    _, tracks = await subscribe(router, "late", "alice", late)
+    t_connected = time.monotonic()
+    collector = collect(cleanup, tracks["video"])
+    assert await collector.wait_for(1, timeout=3)
+    first_good = next(f.at for f in collector.frames if f.good)
+    assert first_good - t_connected < 1.0, (
+        f"first decodable frame {first_good - t_connected:.3f}s after connecting "
+        f"({first_good - t0:.3f}s after subscribe())"
+    )
+    # It started on a key frame (never a delta), asked for by the router (the
+    # publisher's own key frame interval is 3000 frames).
+    assert received
+    assert received[0][1][0] & 1 == 0
+    assert all(f.good for f in collector.frames)
+    assert encoder.forced > forced_before
+    # The early subscriber was not disturbed by the late join.
+    assert early_collector.max_gap(t0, time.monotonic()) < 0.5
 
 
 # -- 4. A subscriber's PLI reaches the publisher, rate-limited ------------------------
 
 
-def test_subscriber_pli_reaches_publisher_rate_limited() -> None:
-    async def main(cleanup: list[Any]) -> None:
-        router = new_router(cleanup, pli_interval=0.3)
-        pub = new_pc()
-        cleanup.append(pub)
-        await publish(router, "alice", [SyntheticVideoTrack(320, 240)], pub)
-        encoder = install_recording_encoder(pub.getSenders()[0])
-        await wait_connected(pub)
-        sub = new_pc()
-        cleanup.append(sub)
-        received = record_received_frames(sub)
-        _, tracks = await subscribe(router, "bob", "alice", sub)
-        collector = collect(cleanup, tracks["video"])
-        assert await collector.wait_for(10, timeout=5)
-        await asyncio.sleep(0.7)  # the join's key frame request is long answered
-        forced_before = encoder.forced
-        plis_before = router.stats()["streams"]["alice"]["tracks"]["0"]["plis_sent"]
+@pytest.mark.asyncio
+async def test_subscriber_pli_reaches_publisher_rate_limited(cleanup: list[Any]) -> None:
+    router = new_router(cleanup, pli_interval=0.3)
+    pub = new_pc()
+    cleanup.append(pub)
+    await publish(router, "alice", [SyntheticVideoTrack(320, 240)], pub)
+    encoder = install_recording_encoder(pub.getSenders()[0])
+    await wait_connected(pub)
+    sub = new_pc()
+    cleanup.append(sub)
+    received = record_received_frames(sub)
+    _, tracks = await subscribe(router, "bob", "alice", sub)
+    collector = collect(cleanup, tracks["video"])
+    assert await collector.wait_for(10, timeout=5)
+    await asyncio.sleep(0.7)  # the join's key frame request is long answered
+    forced_before = encoder.forced
+    plis_before = router.stats()["streams"]["alice"]["tracks"]["0"]["plis_sent"]
 
-        # A storm of 20 PLIs from the subscriber within ~0.2 s.
-        receiver = sub.getReceivers()[0]
-        media_ssrc = video_ssrc_of(sub.remoteDescription.sdp)  # the router's sender SSRC
-        t_pli = time.monotonic()
-        for _ in range(20):
-            await compat.send_pli(receiver, media_ssrc)
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(1.0)
+    # A storm of 20 PLIs from the subscriber within ~0.2 s.
+    receiver = sub.getReceivers()[0]
+    media_ssrc = video_ssrc_of(sub.remoteDescription.sdp)  # the router's sender SSRC
+    t_pli = time.monotonic()
+    for _ in range(20):
+        await compat.send_pli(receiver, media_ssrc)
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(1.0)
 
-        stats = router.stats()
-        sub_video = stats["subscriptions"]["bob"]["tracks"]["0"]
-        assert sub_video["plis_received"] == 20
-        plis_sent = stats["streams"]["alice"]["tracks"]["0"]["plis_sent"] - plis_before
-        forced = encoder.forced - forced_before
-        # 20 requests over ~0.2 s at most 1 PLI per 0.3 s: one at once, one coalesced.
-        assert 1 <= plis_sent <= 2, plis_sent
-        assert 1 <= forced <= 2, forced
-        assert encoder.forced_at[-forced] - t_pli < 0.5
-        # A new key frame reached the subscriber.
-        assert any(t > t_pli and data[0] & 1 == 0 for t, data in received)
-
-    run(main)
+    stats = router.stats()
+    sub_video = stats["subscriptions"]["bob"]["tracks"]["0"]
+    assert sub_video["plis_received"] == 20
+    plis_sent = stats["streams"]["alice"]["tracks"]["0"]["plis_sent"] - plis_before
+    forced = encoder.forced - forced_before
+    # 20 requests over ~0.2 s at most 1 PLI per 0.3 s: one at once, one coalesced.
+    assert 1 <= plis_sent <= 2, plis_sent
+    assert 1 <= forced <= 2, forced
+    assert encoder.forced_at[-forced] - t_pli < 0.5
+    # A new key frame reached the subscriber.
+    assert any(t > t_pli and data[0] & 1 == 0 for t, data in received)
 
 
 # -- 5. Codec policy ------------------------------------------------------------------
 
 
-def test_rejects_offer_without_vp8_or_opus() -> None:
-    async def main(cleanup: list[Any]) -> None:
-        router = new_router(cleanup)
-        pub = new_pc()
-        cleanup.append(pub)
-        transceiver = pub.addTransceiver(SyntheticVideoTrack(), direction="sendonly")
-        transceiver.setCodecPreferences(only_codec("video", "video/H264"))
-        await pub.setLocalDescription(await pub.createOffer())
-        with pytest.raises(CodecNotAllowed, match="VP8") as info:
-            await router.publish("h264", pub.localDescription)
-        assert isinstance(info.value, ValueError)
-        assert "video/H264" in str(info.value)
-        assert router.streams == []
-        with pytest.raises(UnknownStream):
-            router.subscriber_count("h264")
+@pytest.mark.asyncio
+async def test_rejects_offer_without_vp8_or_opus(cleanup: list[Any]) -> None:
+    router = new_router(cleanup)
+    pub = new_pc()
+    cleanup.append(pub)
+    transceiver = pub.addTransceiver(SyntheticVideoTrack(), direction="sendonly")
+    transceiver.setCodecPreferences(only_codec("video", "video/H264"))
+    await pub.setLocalDescription(await pub.createOffer())
+    with pytest.raises(CodecNotAllowed, match="VP8") as info:
+        await router.publish("h264", pub.localDescription)
+    assert isinstance(info.value, ValueError)
+    assert "video/H264" in str(info.value)
+    assert router.streams == []
+    with pytest.raises(UnknownStream):
+        router.subscriber_count("h264")
 
-        pub2 = new_pc()
-        cleanup.append(pub2)
-        transceiver = pub2.addTransceiver(SyntheticAudioTrack(), direction="sendonly")
-        transceiver.setCodecPreferences(only_codec("audio", "audio/PCMU"))
-        await pub2.setLocalDescription(await pub2.createOffer())
-        with pytest.raises(CodecNotAllowed, match="Opus"):
-            await router.publish("pcmu", pub2.localDescription)
+    pub2 = new_pc()
+    cleanup.append(pub2)
+    transceiver = pub2.addTransceiver(SyntheticAudioTrack(), direction="sendonly")
+    transceiver.setCodecPreferences(only_codec("audio", "audio/PCMU"))
+    await pub2.setLocalDescription(await pub2.createOffer())
+    with pytest.raises(CodecNotAllowed, match="Opus"):
+        await router.publish("pcmu", pub2.localDescription)
 
-        # An offer listing H264 first and VP8 second is answered with VP8 only.
-        pub3 = new_pc()
-        cleanup.append(pub3)
-        transceiver = pub3.addTransceiver(SyntheticVideoTrack(), direction="sendonly")
-        transceiver.setCodecPreferences(
-            only_codec("video", "video/H264")
-            + only_codec("video", "video/VP8")
-            + only_codec("video", "video/rtx")
-        )
-        await pub3.setLocalDescription(await pub3.createOffer())
-        answer = await router.publish("mixed", pub3.localDescription)
-        assert set(answer_codecs(answer)["video"]) == {"video/vp8", "video/rtx"}
-        # The router's offer to a subscriber carries only VP8 too.
-        offer = await router.subscribe("s", "mixed")
-        assert offer.type == "offer"
-        assert set(answer_codecs(offer)["video"]) == {"video/vp8", "video/rtx"}
-        with pytest.raises(UnknownStream):
-            await router.subscribe("s2", "nope")
-        with pytest.raises(UnknownSubscription):
-            await router.unsubscribe("nope")
-
-    run(main)
+    # An offer listing H264 first and VP8 second is answered with VP8 only.
+    pub3 = new_pc()
+    cleanup.append(pub3)
+    transceiver = pub3.addTransceiver(SyntheticVideoTrack(), direction="sendonly")
+    transceiver.setCodecPreferences(
+        only_codec("video", "video/H264")
+        + only_codec("video", "video/VP8")
+        + only_codec("video", "video/rtx")
+    )
+    await pub3.setLocalDescription(await pub3.createOffer())
+    answer = await router.publish("mixed", pub3.localDescription)
+    assert set(answer_codecs(answer)["video"]) == {"video/vp8", "video/rtx"}
+    # The router's offer to a subscriber carries only VP8 too.
+    offer = await router.subscribe("s", "mixed")
+    assert offer.type == "offer"
+    assert set(answer_codecs(offer)["video"]) == {"video/vp8", "video/rtx"}
+    with pytest.raises(UnknownStream):
+        await router.subscribe("s2", "nope")
+    with pytest.raises(UnknownSubscription):
+        await router.unsubscribe("nope")
 
 
 # -- 6. Unpublish ends the subscribers' tracks ----------------------------------------
 
 
-def test_unpublish_ends_subscriber_tracks() -> None:
-    async def main(cleanup: list[Any]) -> None:
-        router = new_router(cleanup)
-        ended_streams: list[tuple[str, str]] = []
-        ended_subs: list[tuple[str, str, str]] = []
-        router.on_stream_ended = lambda *a: ended_streams.append(a)
-        router.on_subscription_ended = lambda *a: ended_subs.append(a)
-        pub = new_pc()
-        cleanup.append(pub)
-        await publish(router, "alice", [SyntheticVideoTrack(), SyntheticAudioTrack()], pub)
-        await wait_connected(pub)
-        collectors = []
-        for i in range(2):
-            pc = new_pc()
-            cleanup.append(pc)
-            _, tracks = await subscribe(router, f"sub{i}", "alice", pc)
-            collectors += [collect(cleanup, t) for t in tracks.values()]
-        assert await collectors[0].wait_for(3, timeout=5, good=False)
+@pytest.mark.asyncio
+async def test_unpublish_ends_subscriber_tracks(cleanup: list[Any]) -> None:
+    router = new_router(cleanup)
+    ended_streams: list[tuple[str, str]] = []
+    ended_subs: list[tuple[str, str, str]] = []
+    router.on_stream_ended = lambda *a: ended_streams.append(a)
+    router.on_subscription_ended = lambda *a: ended_subs.append(a)
+    pub = new_pc()
+    cleanup.append(pub)
+    await publish(router, "alice", [SyntheticVideoTrack(), SyntheticAudioTrack()], pub)
+    await wait_connected(pub)
+    collectors = []
+    for i in range(2):
+        pc = new_pc()
+        cleanup.append(pc)
+        _, tracks = await subscribe(router, f"sub{i}", "alice", pc)
+        collectors += [collect(cleanup, t) for t in tracks.values()]
+    assert await collectors[0].wait_for(3, timeout=5, good=False)
 
-        await router.unpublish("alice")
-        assert await wait_until(lambda: all(c.ended for c in collectors), 5), [
-            c.ended for c in collectors
-        ]
-        assert ended_streams == [("alice", "unpublished")]
-        assert sorted(ended_subs) == [
-            ("sub0", "alice", "stream_ended"),
-            ("sub1", "alice", "stream_ended"),
-        ]
-        assert router.subscriptions == []
-        assert router.streams == []
-        with pytest.raises(UnknownStream):
-            router.subscriber_count("alice")
-        with pytest.raises(UnknownStream):
-            await router.subscribe("late", "alice")
-        assert router.stats()["frames_forwarded"] > 0  # totals survive the stream
-
-    run(main)
+    await router.unpublish("alice")
+    assert await wait_until(lambda: all(c.ended for c in collectors), 5), [
+        c.ended for c in collectors
+    ]
+    assert ended_streams == [("alice", "unpublished")]
+    assert sorted(ended_subs) == [
+        ("sub0", "alice", "stream_ended"),
+        ("sub1", "alice", "stream_ended"),
+    ]
+    assert router.subscriptions == []
+    assert router.streams == []
+    with pytest.raises(UnknownStream):
+        router.subscriber_count("alice")
+    with pytest.raises(UnknownStream):
+        await router.subscribe("late", "alice")
+    assert router.stats()["frames_forwarded"] > 0  # totals survive the stream
 
 
 # -- 7. Bounded queues: a stalled subscriber does not grow memory ---------------------
 
 
-def test_stalled_subscriber_queue_is_bounded_and_recovers() -> None:
-    async def main(cleanup: list[Any]) -> None:
-        router = new_router(cleanup, queue_frames=8)
-        pub = new_pc()
-        cleanup.append(pub)
-        await publish(router, "alice", [SyntheticVideoTrack(320, 240)], pub)
-        await wait_connected(pub)
-        healthy = new_pc()
-        cleanup.append(healthy)
-        _, tracks = await subscribe(router, "healthy", "alice", healthy)
-        healthy_collector = collect(cleanup, tracks["video"])
-        sub = new_pc()
-        cleanup.append(sub)
-        _, tracks = await subscribe(router, "slow", "alice", sub)
-        collector = collect(cleanup, tracks["video"])
-        assert await collector.wait_for(5, timeout=5)
+@pytest.mark.asyncio
+async def test_stalled_subscriber_queue_is_bounded_and_recovers(cleanup: list[Any]) -> None:
+    router = new_router(cleanup, queue_frames=8)
+    pub = new_pc()
+    cleanup.append(pub)
+    await publish(router, "alice", [SyntheticVideoTrack(320, 240)], pub)
+    await wait_connected(pub)
+    healthy = new_pc()
+    cleanup.append(healthy)
+    _, tracks = await subscribe(router, "healthy", "alice", healthy)
+    healthy_collector = collect(cleanup, tracks["video"])
+    sub = new_pc()
+    cleanup.append(sub)
+    _, tracks = await subscribe(router, "slow", "alice", sub)
+    collector = collect(cleanup, tracks["video"])
+    assert await collector.wait_for(5, timeout=5)
 
-        # Stall the router's sender for "slow": it stops pulling frames (as if its
-        # egress were congested); the forwarder keeps pushing.
-        (relay,) = router._subscriptions["slow"].relays
-        release = asyncio.Event()
-        real_recv = type(relay).recv
+    # Stall the router's sender for "slow": it stops pulling frames (as if its
+    # egress were congested); the forwarder keeps pushing.
+    (relay,) = router._subscriptions["slow"].relays
+    release = asyncio.Event()
+    real_recv = type(relay).recv
 
-        async def stalled_recv() -> Any:
-            await release.wait()
-            return await real_recv(relay)
+    async def stalled_recv() -> Any:
+        await release.wait()
+        return await real_recv(relay)
 
-        relay.recv = stalled_recv  # type: ignore[method-assign]
-        await asyncio.sleep(0.3)
-        dropped_before = router.stats()["frames_dropped"]
-        queued_seen = []
-        for _ in range(40):  # 2 s at 30 fps: ~60 frames into a queue of 8
-            queued_seen.append(relay.queued)
-            await asyncio.sleep(0.05)
-        stats = router.stats()
-        slow = stats["subscriptions"]["slow"]["tracks"]["0"]
-        assert max(queued_seen) <= 8
-        assert slow["max_queued"] <= 8
-        assert stats["frames_dropped"] - dropped_before >= 40
-        assert slow["dropped_overflow"] > 0
-        assert slow["flushes"] > 0
-        # The healthy subscriber is unaffected.
-        assert healthy_collector.max_gap(time.monotonic() - 2, time.monotonic()) < 0.5
+    relay.recv = stalled_recv  # type: ignore[method-assign]
+    await asyncio.sleep(0.3)
+    dropped_before = router.stats()["frames_dropped"]
+    queued_seen = []
+    for _ in range(40):  # 2 s at 30 fps: ~60 frames into a queue of 8
+        queued_seen.append(relay.queued)
+        await asyncio.sleep(0.05)
+    stats = router.stats()
+    slow = stats["subscriptions"]["slow"]["tracks"]["0"]
+    assert max(queued_seen) <= 8
+    assert slow["max_queued"] <= 8
+    assert stats["frames_dropped"] - dropped_before >= 40
+    assert slow["dropped_overflow"] > 0
+    assert slow["flushes"] > 0
+    # The healthy subscriber is unaffected.
+    assert healthy_collector.max_gap(time.monotonic() - 2, time.monotonic()) < 0.5
 
-        # Resume: the slow subscriber recovers on a fresh key frame (PLI), not on deltas.
-        del relay.recv
-        release.set()
-        t_resume = time.monotonic()
-        assert await wait_until(lambda: collector.count(good=True, since=t_resume) >= 10, 4)
-        assert all(f.good for f in collector.frames)
-
-    run(main)
+    # Resume: the slow subscriber recovers on a fresh key frame (PLI), not on deltas.
+    del relay.recv
+    release.set()
+    t_resume = time.monotonic()
+    assert await wait_until(lambda: collector.count(good=True, since=t_resume) >= 10, 4)
+    assert all(f.good for f in collector.frames)
 
 
 # -- 8. Encrypted frames pass through unchanged; only the key holder decodes -----------
@@ -432,7 +384,10 @@ def test_stalled_subscriber_queue_is_bounded_and_recovers() -> None:
 SESSION = "router-test-session"
 
 
-def test_encrypted_frames_forwarded_and_decodable_only_with_secret() -> None:
+@pytest.mark.asyncio
+async def test_encrypted_frames_forwarded_and_decodable_only_with_secret(
+    cleanup: list[Any],
+) -> None:
     from e2ee.transform.protect import protect
 
     def ring(secret: str) -> KeyRing:
@@ -440,127 +395,83 @@ def test_encrypted_frames_forwarded_and_decodable_only_with_secret() -> None:
         r.set_secret(secret)
         return r
 
-    async def main(cleanup: list[Any]) -> None:
-        router = new_router(cleanup)
-        pub = new_pc()
-        cleanup.append(pub)
-        protect(pub, ring("correct horse battery staple"))
-        await publish(router, "alice", [SyntheticVideoTrack(320, 240), SyntheticAudioTrack()], pub)
-        sent: list[bytes] = []
-        video_sender = next(s for s in pub.getSenders() if s.kind == "video")
-        record_sent_wire_frames(video_sender, sent)
-        await wait_connected(pub)
+    router = new_router(cleanup)
+    pub = new_pc()
+    cleanup.append(pub)
+    protect(pub, ring("correct horse battery staple"))
+    await publish(router, "alice", [SyntheticVideoTrack(320, 240), SyntheticAudioTrack()], pub)
+    sent: list[bytes] = []
+    video_sender = next(s for s in pub.getSenders() if s.kind == "video")
+    record_sent_wire_frames(video_sender, sent)
+    await wait_connected(pub)
 
-        good = new_pc()
-        cleanup.append(good)
-        protect(good, ring("correct horse battery staple"))
-        good_wire = record_received_frames(good)
-        _, good_tracks = await subscribe(router, "good", "alice", good)
-        bad = new_pc()
-        cleanup.append(bad)
-        protect(bad, ring("tr0ub4dor&3 is not a good secret"))
-        _, bad_tracks = await subscribe(router, "bad", "alice", bad)
-        good_v, good_a = (
-            collect(cleanup, good_tracks["video"]),
-            collect(cleanup, good_tracks["audio"]),
-        )
-        bad_v = collect(cleanup, bad_tracks["video"])
-        bad_a = collect(cleanup, bad_tracks["audio"])
+    good = new_pc()
+    cleanup.append(good)
+    protect(good, ring("correct horse battery staple"))
+    good_wire = record_received_frames(good)
+    _, good_tracks = await subscribe(router, "good", "alice", good)
+    bad = new_pc()
+    cleanup.append(bad)
+    protect(bad, ring("tr0ub4dor&3 is not a good secret"))
+    _, bad_tracks = await subscribe(router, "bad", "alice", bad)
+    good_v, good_a = (
+        collect(cleanup, good_tracks["video"]),
+        collect(cleanup, good_tracks["audio"]),
+    )
+    bad_v = collect(cleanup, bad_tracks["video"])
+    bad_a = collect(cleanup, bad_tracks["audio"])
 
-        assert await good_v.wait_for(20, timeout=6)
-        assert await good_a.wait_for(10, timeout=3)
-        await asyncio.sleep(0.5)
-        assert bad_v.count() == 0
-        assert bad_a.count() == 0
+    assert await good_v.wait_for(20, timeout=6)
+    assert await good_a.wait_for(10, timeout=3)
+    await asyncio.sleep(0.5)
+    assert bad_v.count() == 0
+    assert bad_a.count() == 0
 
-        # What arrived is exactly the publisher's encrypted wire frames.
-        sent_set = set(sent)
-        assert len(good_wire) >= 20
-        assert all(data in sent_set for _, data in good_wire)
-        # ...and really encrypted: the router saw SFrame headers after the clear bytes.
-        video = next(
-            t for t in router.stats()["streams"]["alice"]["tracks"].values() if t["kind"] == "video"
-        )
-        assert video["not_sframe"] == 0
-        assert video["sframe_kid"] is not None
-        assert video["sframe_samples_consistent"] >= 2
-        assert video["sframe_samples_consistent"] > video["sframe_samples_inconsistent"]
-        assert router.stats()["frames_decoded"] == 0
-
-    run(main)
-
-
-# -- Unit tests of the per-frame core (no network) ------------------------------------
-
-
-def test_classify_vp8() -> None:
-    key = (FIXTURES / "vp8_320x240_00_key.bin").read_bytes()
-    delta = (FIXTURES / "vp8_320x240_01_delta.bin").read_bytes()
-    assert classify_vp8(key) == VP8_KEY
-    assert classify_vp8(delta) == VP8_DELTA
-    assert classify_vp8(b"") == VP8_INVALID
-    assert classify_vp8(b"\x00\x00") == VP8_INVALID
-    assert classify_vp8(key[:9]) == VP8_INVALID
-    assert classify_vp8(b"\x00\x00\x00\x01\x02\x03" + key[6:]) == VP8_INVALID  # no start code
-
-
-def test_frame_gate_video() -> None:
-    gate = FrameGate(3, video=True)
-    assert gate.admit(False, 0) == DROP  # waits for a key frame
-    assert gate.admit(True, 0) == ACCEPT
-    assert gate.admit(False, 1) == ACCEPT
-    assert gate.admit(False, 2) == ACCEPT
-    assert gate.admit(False, 3) == FLUSH_DROP  # overflow: flush, wait for a key frame
-    assert gate.need_keyframe
-    assert gate.dropped_overflow == 4
-    assert gate.admit(False, 0) == DROP
-    assert gate.admit(True, 0) == ACCEPT
-    assert gate.admit(True, 3) == FLUSH_ACCEPT  # a key frame restarts the queue
-    gate.lost()
-    assert gate.admit(False, 1) == DROP
-    assert gate.dropped_waiting == 3
-
-
-def test_frame_gate_audio() -> None:
-    gate = FrameGate(2, video=False)
-    assert gate.admit(False, 0) == ACCEPT
-    assert gate.admit(False, 2) == DROP_OLDEST
-    gate.lost()
-    assert gate.admit(False, 1) == ACCEPT
-    assert gate.dropped_overflow == 1
+    # What arrived is exactly the publisher's encrypted wire frames.
+    sent_set = set(sent)
+    assert len(good_wire) >= 20
+    assert all(data in sent_set for _, data in good_wire)
+    # ...and really encrypted: the router saw SFrame headers after the clear bytes.
+    video = next(
+        t for t in router.stats()["streams"]["alice"]["tracks"].values() if t["kind"] == "video"
+    )
+    assert video["not_sframe"] == 0
+    assert video["sframe_kid"] is not None
+    assert video["sframe_samples_consistent"] >= 2
+    assert video["sframe_samples_consistent"] > video["sframe_samples_inconsistent"]
+    assert router.stats()["frames_decoded"] == 0
 
 
 # -- Publisher leaving without unpublish ------------------------------------------------
 
 
-def test_publisher_disconnect_ends_stream() -> None:
-    async def main(cleanup: list[Any]) -> None:
-        router = new_router(cleanup)
-        ended: list[tuple[str, str]] = []
-        router.on_stream_ended = lambda *a: ended.append(a)
-        pub = new_pc()
-        cleanup.append(pub)
-        await publish(router, "alice", [SyntheticVideoTrack(), SyntheticAudioTrack()], pub)
-        await wait_connected(pub)
-        sub = new_pc()
-        cleanup.append(sub)
-        _, tracks = await subscribe(router, "bob", "alice", sub)
-        collectors = [collect(cleanup, t) for t in tracks.values()]
-        assert await collectors[0].wait_for(3, timeout=5, good=False)
+@pytest.mark.asyncio
+async def test_publisher_disconnect_ends_stream(cleanup: list[Any]) -> None:
+    router = new_router(cleanup)
+    ended: list[tuple[str, str]] = []
+    router.on_stream_ended = lambda *a: ended.append(a)
+    pub = new_pc()
+    cleanup.append(pub)
+    await publish(router, "alice", [SyntheticVideoTrack(), SyntheticAudioTrack()], pub)
+    await wait_connected(pub)
+    sub = new_pc()
+    cleanup.append(sub)
+    _, tracks = await subscribe(router, "bob", "alice", sub)
+    collectors = [collect(cleanup, t) for t in tracks.values()]
+    assert await collectors[0].wait_for(3, timeout=5, good=False)
 
-        await pub.close()  # RTCP BYE / DTLS close reach the router's receivers
-        assert await wait_until(lambda: all(c.ended for c in collectors), 5)
-        assert ended == [("alice", "publisher_disconnected")]
-        assert router.streams == []
-        assert router.subscriptions == []
-
-    run(main)
+    await pub.close()  # RTCP BYE / DTLS close reach the router's receivers
+    assert await wait_until(lambda: all(c.ended for c in collectors), 5)
+    assert ended == [("alice", "publisher_disconnected")]
+    assert router.streams == []
+    assert router.subscriptions == []
 
 
 # -- The forwarding path with injected frames (no network) -----------------------------
 
 
-def test_forwarder_gating_with_injected_frames() -> None:
+@pytest.mark.asyncio
+async def test_forwarder_gating_with_injected_frames(cleanup: list[Any]) -> None:
     from aiortc.jitterbuffer import JitterFrame
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -569,43 +480,40 @@ def test_forwarder_gating_with_injected_frames() -> None:
     d2 = (FIXTURES / "vp8_320x240_02_delta.bin").read_bytes()
     broken_key = key[:3] + b"\x00\x00\x00" + key[6:]  # key bit set, no start code
 
-    async def main(cleanup: list[Any]) -> None:
-        router = new_router(cleanup, pli_interval=10.0)
-        pub = new_pc()
-        cleanup.append(pub)
-        await publish(router, "alice", [SyntheticVideoTrack()], pub)  # never connected
-        await router.subscribe("bob", "alice")
-        (forwarder,) = router._streams["alice"].forwarders
-        (relay,) = router._subscriptions["bob"].relays
-        codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
-        ingress = compat.decoder_queue(forwarder.receiver)
-        ts = iter(range(0, 10**9, 3000))
+    router = new_router(cleanup, pli_interval=10.0)
+    pub = new_pc()
+    cleanup.append(pub)
+    await publish(router, "alice", [SyntheticVideoTrack()], pub)  # never connected
+    await router.subscribe("bob", "alice")
+    (forwarder,) = router._streams["alice"].forwarders
+    (relay,) = router._subscriptions["bob"].relays
+    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    ingress = compat.decoder_queue(forwarder.receiver)
+    ts = iter(range(0, 10**9, 3000))
 
-        def inject(data: bytes) -> None:
-            ingress.put((codec, JitterFrame(data, next(ts))))
+    def inject(data: bytes) -> None:
+        ingress.put((codec, JitterFrame(data, next(ts))))
 
-        pending = asyncio.ensure_future(relay.recv())  # the sender's first pull attaches
-        await asyncio.sleep(0)
-        assert forwarder.keyframe_requests == 1  # joining asks for a key frame
-        for data in (d1, d2, broken_key, key, d1, d2):
-            inject(data)
-        got = [await pending] + [await relay.recv() for _ in range(2)]
-        assert [bytes(f) for f in got] == [key, d1, d2]  # byte-identical, from the key frame
-        assert got[0].keyframe
-        assert [f.pts for f in got] == [9000, 12000, 15000]
-        assert relay.gate.dropped_waiting == 2  # d1, d2 (broken_key is invalid)
-        assert forwarder.invalid_frames == 1
-        assert forwarder.keyframe_requests == 2  # the invalid frame counts as a loss
+    pending = asyncio.ensure_future(relay.recv())  # the sender's first pull attaches
+    await asyncio.sleep(0)
+    assert forwarder.keyframe_requests == 1  # joining asks for a key frame
+    for data in (d1, d2, broken_key, key, d1, d2):
+        inject(data)
+    got = [await pending] + [await relay.recv() for _ in range(2)]
+    assert [bytes(f) for f in got] == [key, d1, d2]  # byte-identical, from the key frame
+    assert got[0].keyframe
+    assert [f.pts for f in got] == [9000, 12000, 15000]
+    assert relay.gate.dropped_waiting == 2  # d1, d2 (broken_key is invalid)
+    assert forwarder.invalid_frames == 1
+    assert forwarder.keyframe_requests == 2  # the invalid frame counts as a loss
 
-        forwarder.on_gap()  # what the jitter buffer reports after lost packets
-        assert forwarder.keyframe_requests == 3
-        assert relay.gate.need_keyframe
-        inject(d1)
-        inject(key)
-        inject(d2)
-        assert [bytes(await relay.recv()) for _ in range(2)] == [key, d2]
-        assert relay.queued == 0
-        assert router.stats()["frames_decoded"] == 0
-        assert forwarder.invalid_frames == 1
-
-    run(main)
+    forwarder.on_gap()  # what the jitter buffer reports after lost packets
+    assert forwarder.keyframe_requests == 3
+    assert relay.gate.need_keyframe
+    inject(d1)
+    inject(key)
+    inject(d2)
+    assert [bytes(await relay.recv()) for _ in range(2)] == [key, d2]
+    assert relay.queued == 0
+    assert router.stats()["frames_decoded"] == 0
+    assert forwarder.invalid_frames == 1

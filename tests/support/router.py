@@ -1,5 +1,5 @@
-"""Test-only helpers for tests/test_router.py: in-process signaling through a Router, and
-recorders of the encoded frames a publisher sends and a subscriber receives.
+"""Test-only helpers for tests/integration/test_router.py: in-process signaling through a
+Router, and recorders of the encoded frames a publisher sends and a subscriber receives.
 
 The recorders use the same aiortc seams as e2ee.transform and e2ee.sfu, through
 e2ee.rtc.compat: the sender's encoder, its per-frame step and the receiver's decoder queue.
@@ -17,7 +17,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from e2ee.rtc import compat
 from e2ee.sfu import Router
 from e2ee.wire.vp8 import parse_vp8_payload_descriptor
-from media_helpers import new_pc, on_tracks
+from support.media import new_pc, on_tracks
 
 
 class RecordingVp8Encoder(compat.PacketizingVp8Encoder):

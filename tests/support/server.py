@@ -1,6 +1,8 @@
 """Helpers for the session server tests: the real server in a child process, a REST
 client with project auth, a WebSocket client that pairs replies with requests, and a
 fake media router for the signaling tests that do not need real media.
+
+The ``server`` / ``fake_server`` / ``api`` fixtures in tests/conftest.py are built on these.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,7 @@ import aiohttp
 
 from e2ee.server.store import Credentials, SQLiteStore, db_path
 from e2ee.server.tokens import mint_token, project_auth_token
-
-TESTS_DIR = Path(__file__).resolve().parent
-REPO = TESTS_DIR.parent
+from support import REPO, TESTS
 
 _LISTENING = re.compile(r"listening on (http://[^\s]+)")
 
@@ -36,6 +37,9 @@ class ServerProcess:
     ``router="fake"`` injects :class:`FakeRouter` (signaling tests), ``"default"`` keeps
     the real :class:`e2ee.sfu.router.Router`.  stdout (the banner) and stderr (the logs) are
     kept in ``data_dir/stdout.txt`` and ``data_dir/stderr.txt``.
+
+    :meth:`start` and :meth:`stop` block (no event loop of their own): call them from a
+    fixture, or through ``asyncio.to_thread`` inside an async test.
     """
 
     def __init__(self, data_dir: Path, *, router: str = "default") -> None:
@@ -54,8 +58,8 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         factory = "FakeRouter.factory" if self.router == "fake" else "None"
         code = (
-            f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r})\n"
-            "from server_helpers import FakeRouter\n"
+            f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
+            "from support.server import FakeRouter\n"
             "from e2ee.server.app import run\n"
             f"run(host='127.0.0.1', port=0, data_dir={str(self.data_dir)!r},"
             f" router_factory={factory})\n"
@@ -89,7 +93,7 @@ class ServerProcess:
             )
         self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
         self._drain.start()
-        asyncio.run(self._wait_healthy(deadline))
+        self._wait_healthy(deadline)
         return self
 
     def _drain_stdout(self) -> None:
@@ -98,18 +102,19 @@ class ServerProcess:
         for raw in self.proc.stdout:
             self.stdout_lines.append(raw.decode(errors="replace"))
 
-    async def _wait_healthy(self, deadline: float) -> None:
-        async with aiohttp.ClientSession() as http:
-            while True:
-                try:
-                    async with http.get(self.url + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server never became healthy")
-                await asyncio.sleep(0.05)
+    def _wait_healthy(self, deadline: float) -> None:
+        # No proxies (as aiohttp, which ignores the environment's by default).
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while True:
+            try:
+                with opener.open(self.url + "/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:  # refused, reset, timed out, or an HTTP error status
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server never became healthy")
+            time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.proc is None:
@@ -141,12 +146,19 @@ class ServerProcess:
 
 
 class Api:
-    """REST client with a fresh project auth token on every call."""
+    """REST client with a fresh project auth token on every call.  Keeps the signaling
+    clients that joined through it, for :meth:`close`."""
 
     def __init__(self, server: ServerProcess, http: aiohttp.ClientSession) -> None:
         self.server = server
         self.http = http
         self.creds = server.credentials()
+        self.peers: list[Peer] = []
+
+    async def close(self) -> None:
+        """Close every signaling client that joined through this API (idempotent)."""
+        for peer in self.peers:
+            await peer.close()
 
     def auth(self) -> dict[str, str]:
         token = project_auth_token(self.creds.api_key, self.creds.api_secret)
@@ -222,6 +234,7 @@ class Peer:
         peer = cls(ws, first)
         peer.closed = asyncio.get_running_loop().create_future()
         peer._reader = asyncio.create_task(peer._read())
+        api.peers.append(peer)
         return peer
 
     async def _read(self) -> None:

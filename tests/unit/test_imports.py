@@ -21,6 +21,8 @@ CRYPTO = (
 
 
 def _loaded_after(code: str) -> set[str]:
+    # A fresh interpreter (not pytest-asyncio): this process has long loaded every module,
+    # and the probe's own ``asyncio.run`` is the whole program a server would run.
     probe = f"{code}\nimport sys\nprint(' '.join(m for m in sys.modules if m.startswith('e2ee')))"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60

@@ -15,6 +15,7 @@ from e2ee.crypto import sframe
 
 
 def _main_thread_progress_during(work: Callable[[], object]) -> int:
+    # A real thread, not a task: the point is a second OS thread competing for the GIL.
     started = threading.Event()
 
     def run() -> None:

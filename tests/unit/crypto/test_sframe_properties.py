@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import random
 import unicodedata
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +37,6 @@ from e2ee import errors
 from e2ee.crypto import sframe
 from e2ee.tools.bench import baseline
 
-ROOT = Path(__file__).resolve().parent.parent
 MAX_U64 = 2**64 - 1
 ALL_SUITES = [sframe.CipherSuite(n) for n in range(1, 9)]
 SUITE_ID = "suite{}".format

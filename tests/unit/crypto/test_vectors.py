@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from e2ee import errors
 from e2ee.crypto import sframe
+from support import VECTORS
 
-VECTORS = Path(__file__).resolve().parent / "vectors"
 RFC = json.loads((VECTORS / "rfc9605.json").read_text())
 IANA256 = json.loads((VECTORS / "draft-barnes-sframe-iana-256.json").read_text())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import aioice.ice
@@ -12,16 +11,15 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from e2ee.rtc import net
 
 
-def test_tests_offer_loopback_only() -> None:
-    async def main() -> set[str]:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver("audio")
-        await pc.setLocalDescription(await pc.createOffer())
-        sdp = pc.localDescription.sdp
-        await pc.close()
-        return set(re.findall(r"a=candidate:\S+ \d+ udp \d+ (\S+) \d+ typ host", sdp))
-
-    assert asyncio.run(main()) == {"127.0.0.1"}
+@pytest.mark.asyncio
+async def test_tests_offer_loopback_only() -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    candidates = set(re.findall(r"a=candidate:\S+ \d+ udp \d+ (\S+) \d+ typ host", sdp))
+    assert candidates == {"127.0.0.1"}
 
 
 def test_restrict_filters_by_family_and_refuses_nonsense() -> None:

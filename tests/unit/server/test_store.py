@@ -40,22 +40,20 @@ def test_implements_protocol(tmp_path: Path) -> None:
     store.close_sync()
 
 
-def test_credentials_created_once_and_kept(tmp_path: Path) -> None:
-    async def main() -> None:
-        store = SQLiteStore.in_data_dir(tmp_path / "data")
-        first = await store.get_or_create_credentials()
-        assert await store.get_or_create_credentials() == first
-        await store.close()
-        store = SQLiteStore.in_data_dir(tmp_path / "data")
-        assert await store.get_or_create_credentials() == first
-        await store.close()
-        secret = base64.urlsafe_b64decode(first.api_secret + "=" * (-len(first.api_secret) % 4))
-        assert len(secret) * 8 >= 256
-        assert first.api_key.startswith("key_")
-        assert first.api_key != first.api_secret
-        assert first.api_secret not in repr(first)
-
-    asyncio.run(main())
+@pytest.mark.asyncio
+async def test_credentials_created_once_and_kept(tmp_path: Path) -> None:
+    store = SQLiteStore.in_data_dir(tmp_path / "data")
+    first = await store.get_or_create_credentials()
+    assert await store.get_or_create_credentials() == first
+    await store.close()
+    store = SQLiteStore.in_data_dir(tmp_path / "data")
+    assert await store.get_or_create_credentials() == first
+    await store.close()
+    secret = base64.urlsafe_b64decode(first.api_secret + "=" * (-len(first.api_secret) % 4))
+    assert len(secret) * 8 >= 256
+    assert first.api_key.startswith("key_")
+    assert first.api_key != first.api_secret
+    assert first.api_secret not in repr(first)
 
 
 def test_two_stores_on_one_file_agree(tmp_path: Path) -> None:
@@ -91,38 +89,34 @@ def test_private_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE(db_path(data).stat().st_mode) == 0o600
 
 
-def test_sessions_round_trip(tmp_path: Path) -> None:
-    async def main() -> None:
-        store = SQLiteStore.in_data_dir(tmp_path)
-        e2ee = _record("e")
-        plain = _record("p", e2ee=False, suite=None, kdf_iterations=None, media_mode="relayed")
-        await store.create_session(e2ee)
-        await store.create_session(plain)
-        assert await store.get_session("e") == e2ee
-        assert await store.get_session("p") == plain
-        assert await store.get_session("missing") is None
-        assert await store.get_session("' OR 1=1 --") is None
-        with pytest.raises(DuplicateSession):
-            await store.create_session(_record("e", max_participants=9))
-        assert (await store.get_session("e")) == e2ee
-        await store.close()
-        # Survives reopening.
-        again = SQLiteStore.in_data_dir(tmp_path)
-        assert await again.get_session("p") == plain
-        await again.close()
-
-    asyncio.run(main())
+@pytest.mark.asyncio
+async def test_sessions_round_trip(tmp_path: Path) -> None:
+    store = SQLiteStore.in_data_dir(tmp_path)
+    e2ee = _record("e")
+    plain = _record("p", e2ee=False, suite=None, kdf_iterations=None, media_mode="relayed")
+    await store.create_session(e2ee)
+    await store.create_session(plain)
+    assert await store.get_session("e") == e2ee
+    assert await store.get_session("p") == plain
+    assert await store.get_session("missing") is None
+    assert await store.get_session("' OR 1=1 --") is None
+    with pytest.raises(DuplicateSession):
+        await store.create_session(_record("e", max_participants=9))
+    assert (await store.get_session("e")) == e2ee
+    await store.close()
+    # Survives reopening.
+    again = SQLiteStore.in_data_dir(tmp_path)
+    assert await again.get_session("p") == plain
+    await again.close()
 
 
-def test_concurrent_calls(tmp_path: Path) -> None:
-    async def main() -> None:
-        store = SQLiteStore.in_data_dir(tmp_path)
-        await asyncio.gather(*(store.create_session(_record(f"s{i}")) for i in range(50)))
-        got = await asyncio.gather(*(store.get_session(f"s{i}") for i in range(50)))
-        assert [g.id for g in got if g] == [f"s{i}" for i in range(50)]
-        await store.close()
-
-    asyncio.run(main())
+@pytest.mark.asyncio
+async def test_concurrent_calls(tmp_path: Path) -> None:
+    store = SQLiteStore.in_data_dir(tmp_path)
+    await asyncio.gather(*(store.create_session(_record(f"s{i}")) for i in range(50)))
+    got = await asyncio.gather(*(store.get_session(f"s{i}") for i in range(50)))
+    assert [g.id for g in got if g] == [f"s{i}" for i in range(50)]
+    await store.close()
 
 
 def test_refuses_newer_schema(tmp_path: Path) -> None:

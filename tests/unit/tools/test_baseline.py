@@ -11,18 +11,14 @@ against, so it has to be right on its own.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidTag
 
 from e2ee.tools.bench import baseline
+from support import VECTORS
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-VECTORS = ROOT / "tests" / "vectors"
 RFC = json.loads((VECTORS / "rfc9605.json").read_text())
 IANA256 = json.loads((VECTORS / "draft-barnes-sframe-iana-256.json").read_text())
 

@@ -4,7 +4,6 @@ everything that must be dropped (tampered, truncated, replayed, not an SFrame)."
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +19,8 @@ from e2ee.errors import (
     UnsupportedCodec,
 )
 from e2ee.wire import codecs
+from support import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "correct horse battery staple"
 
 

@@ -89,26 +89,24 @@ def test_zero_grace_is_strict() -> None:
     assert len(r.held_secrets()) == 1
 
 
-def test_set_secret_async_derives_off_the_loop() -> None:
-    async def main() -> None:
-        r = KeyRing("s", kdf_iterations=200_000)
-        ticks = 0
+@pytest.mark.asyncio
+async def test_set_secret_async_derives_off_the_loop() -> None:
+    r = KeyRing("s", kdf_iterations=200_000)
+    ticks = 0
 
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0)
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
 
-        t = asyncio.create_task(ticker())
-        await r.set_secret_async("a fine secret")
-        t.cancel()
-        assert r.has_secret
-        assert ticks > 100  # the loop kept running during PBKDF2
-        with pytest.raises(InvalidEncryptionSecret):
-            await r.set_secret_async("short")
-
-    asyncio.run(main())
+    t = asyncio.create_task(ticker())
+    await r.set_secret_async("a fine secret")
+    t.cancel()
+    assert r.has_secret
+    assert ticks > 100  # the loop kept running during PBKDF2
+    with pytest.raises(InvalidEncryptionSecret):
+        await r.set_secret_async("short")
 
 
 @pytest.mark.parametrize(
@@ -175,111 +173,99 @@ def _slow_ring(monkeypatch: pytest.MonkeyPatch) -> tuple[KeyRing, SlowDerive]:
 
 
 @pytest.mark.parametrize("older_finishes_first", [True, False])
-def test_the_last_set_secret_async_call_wins(
+@pytest.mark.asyncio
+async def test_the_last_set_secret_async_call_wins(
     monkeypatch: pytest.MonkeyPatch, older_finishes_first: bool
 ) -> None:
-    async def main() -> None:
-        r, slow = _slow_ring(monkeypatch)
-        older = asyncio.ensure_future(r.set_secret_async("the older secret"))
-        newer = asyncio.ensure_future(r.set_secret_async("the newer secret"))
-        await slow.started("the older secret")
-        await slow.started("the newer secret")
-        order = [("the older secret", older), ("the newer secret", newer)]
-        if not older_finishes_first:
-            order.reverse()
-        for secret, task in order:
-            slow.release(secret)
-            await task
-        assert r.snapshot.current is not None
-        assert r.snapshot.current.key == _key("the newer secret")
-
-    asyncio.run(main())
+    r, slow = _slow_ring(monkeypatch)
+    older = asyncio.ensure_future(r.set_secret_async("the older secret"))
+    newer = asyncio.ensure_future(r.set_secret_async("the newer secret"))
+    await slow.started("the older secret")
+    await slow.started("the newer secret")
+    order = [("the older secret", older), ("the newer secret", newer)]
+    if not older_finishes_first:
+        order.reverse()
+    for secret, task in order:
+        slow.release(secret)
+        await task
+    assert r.snapshot.current is not None
+    assert r.snapshot.current.key == _key("the newer secret")
 
 
-def test_a_set_secret_call_after_an_async_one_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def main() -> None:
-        r, slow = _slow_ring(monkeypatch)
-        older = asyncio.ensure_future(r.set_secret_async("the older secret"))
-        await slow.started("the older secret")
-        slow.release("the newer secret")
-        r.set_secret("the newer secret")  # sync, called later, finishes first
-        slow.release("the older secret")
-        await older
-        assert r.snapshot.current is not None
-        assert r.snapshot.current.key == _key("the newer secret")
-        assert r.version == 1  # the older call changed nothing when it finished
-
-    asyncio.run(main())
+@pytest.mark.asyncio
+async def test_a_set_secret_call_after_an_async_one_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    r, slow = _slow_ring(monkeypatch)
+    older = asyncio.ensure_future(r.set_secret_async("the older secret"))
+    await slow.started("the older secret")
+    slow.release("the newer secret")
+    r.set_secret("the newer secret")  # sync, called later, finishes first
+    slow.release("the older secret")
+    await older
+    assert r.snapshot.current is not None
+    assert r.snapshot.current.key == _key("the newer secret")
+    assert r.version == 1  # the older call changed nothing when it finished
 
 
-def test_an_async_call_after_a_blocked_sync_one_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def main() -> None:
-        r, slow = _slow_ring(monkeypatch)
-        worker = asyncio.ensure_future(asyncio.to_thread(r.set_secret, "the older secret"))
-        await slow.started("the older secret")
-        newer = asyncio.ensure_future(r.set_secret_async("the newer secret"))
-        await slow.started("the newer secret")
-        slow.release("the newer secret")
-        await newer
-        slow.release("the older secret")
-        await worker
-        assert r.snapshot.current is not None
-        assert r.snapshot.current.key == _key("the newer secret")
-
-    asyncio.run(main())
+@pytest.mark.asyncio
+async def test_an_async_call_after_a_blocked_sync_one_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    r, slow = _slow_ring(monkeypatch)
+    worker = asyncio.ensure_future(asyncio.to_thread(r.set_secret, "the older secret"))
+    await slow.started("the older secret")
+    newer = asyncio.ensure_future(r.set_secret_async("the newer secret"))
+    await slow.started("the newer secret")
+    slow.release("the newer secret")
+    await newer
+    slow.release("the older secret")
+    await worker
+    assert r.snapshot.current is not None
+    assert r.snapshot.current.key == _key("the newer secret")
 
 
-def test_the_call_order_is_taken_when_called_not_when_awaited(
+@pytest.mark.asyncio
+async def test_the_call_order_is_taken_when_called_not_when_awaited(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def main() -> None:
-        r, slow = _slow_ring(monkeypatch)
-        first = r.set_secret_async("the older secret")
-        second = r.set_secret_async("the newer secret")
-        for secret in ("the older secret", "the newer secret"):
-            slow.release(secret)
-        await second  # awaited first, but called last
-        await first
-        assert r.snapshot.current is not None
-        assert r.snapshot.current.key == _key("the newer secret")
-        with pytest.raises(InvalidEncryptionSecret):
-            r.set_secret_async("short")  # refused at the call
-
-    asyncio.run(main())
+    r, slow = _slow_ring(monkeypatch)
+    first = r.set_secret_async("the older secret")
+    second = r.set_secret_async("the newer secret")
+    for secret in ("the older secret", "the newer secret"):
+        slow.release(secret)
+    await second  # awaited first, but called last
+    await first
+    assert r.snapshot.current is not None
+    assert r.snapshot.current.key == _key("the newer secret")
+    with pytest.raises(InvalidEncryptionSecret):
+        r.set_secret_async("short")  # refused at the call
 
 
-def test_an_accept_called_before_an_installed_set_changes_nothing(
+@pytest.mark.asyncio
+async def test_an_accept_called_before_an_installed_set_changes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def main() -> None:
-        r, slow = _slow_ring(monkeypatch)
-        accept = asyncio.ensure_future(r.accept_secret_async("a planned secret"))
-        await slow.started("a planned secret")
-        slow.release("an unplanned secret")
-        r.set_secret("an unplanned secret")
-        slow.release("a planned secret")
-        await accept
-        assert r.accepted_ids == ()
-        assert len(r.held_secrets()) == 1
-
-    asyncio.run(main())
+    r, slow = _slow_ring(monkeypatch)
+    accept = asyncio.ensure_future(r.accept_secret_async("a planned secret"))
+    await slow.started("a planned secret")
+    slow.release("an unplanned secret")
+    r.set_secret("an unplanned secret")
+    slow.release("a planned secret")
+    await accept
+    assert r.accepted_ids == ()
+    assert len(r.held_secrets()) == 1
 
 
-def test_an_accept_called_after_a_set_in_flight_survives_it(
+@pytest.mark.asyncio
+async def test_an_accept_called_after_a_set_in_flight_survives_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def main() -> None:
-        r, slow = _slow_ring(monkeypatch)
-        setting = asyncio.ensure_future(r.set_secret_async("the new current"))
-        await slow.started("the new current")
-        slow.release("a later plan")
-        await r.accept_secret_async("a later plan")  # called after, finished first
-        slow.release("the new current")
-        await setting
-        assert r.secret_id == e2ee.secret_id(_key("the new current"))
-        assert r.accepted_ids == (e2ee.secret_id(_key("a later plan")),)
-
-    asyncio.run(main())
+    r, slow = _slow_ring(monkeypatch)
+    setting = asyncio.ensure_future(r.set_secret_async("the new current"))
+    await slow.started("the new current")
+    slow.release("a later plan")
+    await r.accept_secret_async("a later plan")  # called after, finished first
+    slow.release("the new current")
+    await setting
+    assert r.secret_id == e2ee.secret_id(_key("the new current"))
+    assert r.accepted_ids == (e2ee.secret_id(_key("a later plan")),)
 
 
 # -- accepted (receive-only) secrets ---------------------------------------------------
@@ -367,14 +353,12 @@ def test_accept_secret_validates_like_set_secret() -> None:
     assert r.accepted_ids == ()
 
 
-def test_accept_secret_async_derives_off_the_loop() -> None:
-    async def main() -> None:
-        r = ring()
-        await r.accept_secret_async("a planned secret")
-        assert not r.has_secret  # receive-only: still nothing to send under
-        assert _held_keys(r) == [_key("a planned secret")]
-
-    asyncio.run(main())
+@pytest.mark.asyncio
+async def test_accept_secret_async_derives_off_the_loop() -> None:
+    r = ring()
+    await r.accept_secret_async("a planned secret")
+    assert not r.has_secret  # receive-only: still nothing to send under
+    assert _held_keys(r) == [_key("a planned secret")]
 
 
 # -- KIDs of the ring's own tracks ------------------------------------------------------

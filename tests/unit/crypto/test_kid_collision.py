@@ -5,7 +5,6 @@ did not send itself, moves that track to a fresh KID; receivers keep decrypting.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,10 @@ import e2ee
 from e2ee import FrameDecryptor, FrameEncryptor, KeyRing
 from e2ee.crypto.keyring import RECORDED_TAGS
 from e2ee.errors import DecryptionInternalError
+from support import FIXTURES
 
 SECRET = "correct horse battery staple"
-FIXTURES = Path(__file__).parent / "fixtures"
+
 FORCED = 0x0000_C0FF_EE00_0001  # the 48 random bits both senders are made to draw
 
 
