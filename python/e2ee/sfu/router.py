@@ -44,6 +44,13 @@ Ingress (one ``RTCPeerConnection`` per publisher, the router answers)
 Egress (one ``RTCPeerConnection`` per subscription, the router offers)
     One ``sendonly`` transceiver per published track, carrying only VP8 (+RTX) or Opus.
 
+Header extensions (E2EE)
+    An E2EE router negotiates no media-derived RTP header extension (the RFC 6464 audio
+    level, which aiortc and browsers fill from the raw audio): they are stripped from
+    publishers' offers before ``setRemoteDescription`` (so the answer leaves them out),
+    from the router's offers to subscribers, and from subscribers' answers
+    (:func:`e2ee.sfu.sdp.without_media_derived_extensions`).
+
 Callbacks
     ``router.on_stream_ended(stream_id, reason)``: a stream ended (``"unpublished"``,
     ``"publisher_disconnected"``, ``"closed"``).  ``router.on_subscription_ended(
@@ -73,7 +80,13 @@ from e2ee.sfu.egress import RelayTrack, prepare_sender
 from e2ee.sfu.errors import RouterError, UnknownStream, UnknownSubscription
 from e2ee.sfu.frames import Totals
 from e2ee.sfu.ingress import Forwarder
-from e2ee.sfu.sdp import ALLOWED_CODECS, check_codecs, codec_preferences, media_ssrc
+from e2ee.sfu.sdp import (
+    ALLOWED_CODECS,
+    check_codecs,
+    codec_preferences,
+    media_ssrc,
+    without_media_derived_extensions,
+)
 
 __all__ = ["Router"]
 
@@ -152,6 +165,8 @@ class Router:
             raise ValueError(f"publish() needs an offer, got {offer.type!r}")
         if stream_id in self._streams:
             raise ValueError(f"stream {stream_id!r} is already published")
+        if self.e2ee:
+            offer = without_media_derived_extensions(offer)
         description = aiortc_sdp.SessionDescription.parse(offer.sdp)
         check_codecs(description, f"stream {stream_id!r}", self.e2ee)
         media_av = [m for m in description.media if m.kind in ALLOWED_CODECS]
@@ -268,7 +283,10 @@ class Router:
                 transceiver.setCodecPreferences(codec_preferences(forwarder.kind))
                 prepare_sender(transceiver.sender, relay, stream_id)  # pack only; PLI hook
                 sub.relays.append(relay)
-            await pc.setLocalDescription(await pc.createOffer())
+            offer = await pc.createOffer()
+            if self.e2ee:
+                offer = without_media_derived_extensions(offer)
+            await pc.setLocalDescription(offer)
         except BaseException:
             await self._end_subscription(sub, "failed", callback=False)
             raise
@@ -288,6 +306,8 @@ class Router:
             raise UnknownSubscription(f"no subscription {subscription_id!r}")
         if answer.type != "answer":
             raise ValueError(f"accept_answer() needs an answer, got {answer.type!r}")
+        if self.e2ee:
+            answer = without_media_derived_extensions(answer)
         description = aiortc_sdp.SessionDescription.parse(answer.sdp)
         check_codecs(description, f"subscription {subscription_id!r}", self.e2ee)
         await sub.pc.setRemoteDescription(answer)

@@ -8,6 +8,13 @@ Codecs
     ``setCodecPreferences`` on each of its transceivers, so its answers (to publishers)
     and offers (to subscribers) negotiate only VP8 (+RTX) or Opus.
 
+Media-derived header extensions
+    In an E2EE session the router never negotiates the RTP header extensions whose values
+    are computed from the media (:data:`~e2ee.wire.extmap.MEDIA_DERIVED_EXTENSIONS`: the
+    RFC 6464 / RFC 6465 audio levels, which would show it who speaks when): it strips them
+    from publishers' offers before applying them, so its answers leave them out, and from
+    its own offers to subscribers (:func:`without_media_derived_extensions`).
+
 Media SSRC
     PLIs to a publisher name the publisher's media SSRC from its offer
     (:func:`media_ssrc`): the first SSRC of the FID group, else the first ``a=ssrc``,
@@ -16,13 +23,22 @@ Media SSRC
 
 from __future__ import annotations
 
-from aiortc import RTCRtpSender
+from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from e2ee.sfu.errors import CodecNotAllowed
+from e2ee.wire.extmap import MEDIA_DERIVED_EXTENSIONS, strip_media_derived_extensions
 
-__all__ = ["ALLOWED_CODECS", "check_codecs", "codec_preferences", "media_ssrc"]
+__all__ = [
+    "ALLOWED_CODECS",
+    "MEDIA_DERIVED_EXTENSIONS",
+    "check_codecs",
+    "codec_preferences",
+    "media_ssrc",
+    "strip_media_derived_extensions",
+    "without_media_derived_extensions",
+]
 
 #: The one media codec the router forwards per m-line kind (lower-case MIME type).
 ALLOWED_CODECS = {"video": "video/vp8", "audio": "audio/opus"}
@@ -61,3 +77,11 @@ def media_ssrc(media: aiortc_sdp.MediaDescription) -> int | None:
     if media.ssrc:
         return int(media.ssrc[0].ssrc)
     return None
+
+
+def without_media_derived_extensions(description: RTCSessionDescription) -> RTCSessionDescription:
+    """``description`` without the ``a=extmap`` lines of media-derived header extensions
+    (:func:`~e2ee.wire.extmap.strip_media_derived_extensions`), same type."""
+    return RTCSessionDescription(
+        sdp=strip_media_derived_extensions(description.sdp), type=description.type
+    )

@@ -59,7 +59,11 @@ class E2eeEvent:
       cannot be decrypted (receive); sent on entering that state on the receive side, at
       most once a second on the send side;
     * ``"encryption_error"`` (send): a frame could not be encrypted (too short for its
-      codec, or a codec other than VP8/Opus was negotiated) and was dropped.
+      codec, or a codec other than VP8/Opus was negotiated) and was dropped, or the
+      outbound guard (:mod:`e2ee.transform.guard`) blocked a packet of this sender that
+      was not one of its E2EE frames (``error`` is an
+      :class:`~e2ee.errors.EncryptionInternalError` whose message starts with
+      ``"outgoing packet blocked"``).
 
     ``count`` is how many occurrences this event stands for (rate-limited events fold the
     ones in between).  ``error`` is the exception behind it, when there is one.

@@ -38,6 +38,29 @@ Coverage of transceivers
     protecting a live connection works, but frames already sent or received before it
     were not transformed.
 
+Fail closed on the send path
+    Every outgoing packet of the connection passes an
+    :class:`~e2ee.transform.guard.OutboundGuard` first: the DTLS transport's packet
+    sender is wrapped on each transport instance any protected sender uses
+    (:func:`e2ee.rtc.compat.hook_transport_send`), on every scan and whenever a sender's
+    transport is replaced (``setTransport``, as bundling does), once per transport.  RTCP
+    passes; an RTP packet passes only if it is an E2EE frame of the sender that owns its
+    SSRC (or RTX SSRC), under one of that sender's recent KIDs; anything else is dropped
+    and reported on that sender as an ``encryption_error``.  This holds even if aiortc
+    stops calling the per-frame hooks above.  The guard stays after :meth:`close`.
+
+Media-derived header extensions
+    The per-frame hook clears the audio level of every encoded frame, and the guard drops
+    any packet carrying a negotiated ID of
+    :data:`~e2ee.wire.extmap.MEDIA_DERIVED_EXTENSIONS`.  Clients should also keep them
+    from being negotiated at all: :func:`strip_media_derived_extensions` on every remote
+    description before ``setRemoteDescription`` and on their own offers before sending.
+
+KID collisions
+    When the ring finds one of its sending KIDs in a frame from another sender
+    (``KeyRing.add_collision_listener``), the encryptor moves to a fresh KID and the
+    protected video sender that used it is asked for a key frame.
+
 Threads
     ``on_event`` callbacks always run on the event loop thread that called
     :func:`protect` (events from the encoder thread pool are handed over with
@@ -58,9 +81,17 @@ from aiortc import RTCPeerConnection
 
 from e2ee.crypto.keyring import KeyRing
 from e2ee.rtc import compat, net
-from e2ee.transform.events import ENCRYPTION_SECRET_MATCH, E2eeEvent, EventCallback
+from e2ee.transform.events import (
+    ENCRYPTION_SECRET_MATCH,
+    EVENT_INTERVAL,
+    E2eeEvent,
+    EventCallback,
+    RateLimiter,
+)
+from e2ee.transform.guard import OutboundGuard
 from e2ee.transform.receiver import ProtectedReceiver
 from e2ee.transform.sender import ProtectedSender
+from e2ee.wire.extmap import MEDIA_DERIVED_EXTENSIONS, strip_media_derived_extensions
 
 net.apply_environment()
 
@@ -70,6 +101,7 @@ __all__ = [
     "ProtectedReceiver",
     "ProtectedSender",
     "protect",
+    "strip_media_derived_extensions",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,6 +112,7 @@ class E2eeTransform:
 
     ``senders`` and ``receivers`` list the protected tracks (see :class:`ProtectedSender`
     and :class:`ProtectedReceiver` for their ``encryptor``/``decryptor`` and counters).
+    ``guard`` is the connection's :class:`~e2ee.transform.guard.OutboundGuard`.
     """
 
     def __init__(
@@ -98,6 +131,9 @@ class E2eeTransform:
         self._loop_thread = threading.get_ident()
         self._saved: dict[str, Any] = {}
         self._create_hook: Callable[..., Any] | None = None
+        self.guard = _guard_for(pc)
+        self.guard.on_unknown = self._on_unknown_packet
+        self._unknown_limiter = RateLimiter(EVENT_INTERVAL)
 
     # -- public ------------------------------------------------------------------------
 
@@ -153,6 +189,8 @@ class E2eeTransform:
         self._listeners.clear()
         with contextlib.suppress(ValueError):
             self.ring.remove_listener(self._on_ring_change)
+        with contextlib.suppress(ValueError):
+            self.ring.remove_collision_listener(self._on_kid_collision)
         for protected in self._receivers.values():
             if protected.decryptor is not None:
                 with contextlib.suppress(ValueError):
@@ -189,6 +227,7 @@ class E2eeTransform:
 
     def _attach(self) -> None:
         self.ring.add_listener(self._on_ring_change)
+        self.ring.add_collision_listener(self._on_kid_collision)
         self.pc.on("signalingstatechange", self._scan)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -218,9 +257,57 @@ class E2eeTransform:
         for transceiver in self.pc.getTransceivers():
             key = id(transceiver)
             if key not in self._senders:
-                self._senders[key] = ProtectedSender(self, transceiver)
+                self._senders[key] = self._protect_sender(transceiver)
             if key not in self._receivers:
                 self._receivers[key] = ProtectedReceiver(self, transceiver)
+        for protected in self._senders.values():
+            self._guard_transport(protected.sender.transport)
+            protected.guard.forbidden_extensions = frozenset(
+                ext.id
+                for ext in compat.negotiated_header_extensions(protected.transceiver)
+                if ext.uri.lower() in MEDIA_DERIVED_EXTENSIONS
+            )
+
+    def _protect_sender(self, transceiver: Any) -> ProtectedSender:
+        protected = ProtectedSender(self, transceiver)
+        sender = protected.sender
+        self.guard.register(protected.guard, *compat.sender_ssrcs(sender))
+        # Bundling moves senders to another transport inside setRemoteDescription: guard
+        # the new one at once, not only at the next scan.
+        set_transport = sender.setTransport
+
+        def guarded_set_transport(transport: Any) -> None:
+            set_transport(transport)
+            self._guard_transport(transport)
+
+        sender.setTransport = guarded_set_transport  # type: ignore[method-assign]
+        self._guard_transport(sender.transport)
+        return protected
+
+    def _guard_transport(self, transport: Any) -> None:
+        guard = self.guard
+
+        def wrap(send: compat.SendRtp) -> compat.SendRtp:
+            async def guarded_send(data: bytes) -> None:
+                if guard.admit(data):
+                    await send(data)
+
+            return guarded_send
+
+        compat.hook_transport_send(transport, wrap, key=guard)
+
+    def _on_unknown_packet(self, reason: str) -> None:
+        count = self._unknown_limiter.hit("unknown")
+        if count:
+            log.warning("E2EE: outgoing packet blocked: %s (x%d)", reason, count)
+
+    def _on_kid_collision(self, kid: int) -> None:
+        # Runs on the thread that decrypted the frame.  The encryptor draws a fresh KID
+        # at its next frame; make that frame a key frame, so receivers switch at once.
+        for protected in self.senders:
+            encryptor = protected.encryptor
+            if kid in protected.guard.kids or (encryptor is not None and encryptor.kid == kid):
+                protected._request_keyframe()
 
     def _on_track(self, track: Any) -> None:
         self._scan()
@@ -273,6 +360,16 @@ class E2eeTransform:
 
 
 _ACTIVE: weakref.WeakKeyDictionary[RTCPeerConnection, E2eeTransform] = weakref.WeakKeyDictionary()
+# One outbound guard per connection, for good: it outlives a closed transform (whose
+# tracks stay encrypted), and a later transform of the same connection takes it over.
+_GUARDS: weakref.WeakKeyDictionary[RTCPeerConnection, OutboundGuard] = weakref.WeakKeyDictionary()
+
+
+def _guard_for(pc: RTCPeerConnection) -> OutboundGuard:
+    guard = _GUARDS.get(pc)
+    if guard is None:
+        guard = _GUARDS[pc] = OutboundGuard()
+    return guard
 
 
 def protect(
@@ -287,6 +384,7 @@ def protect(
     is not one whose hook points :mod:`e2ee.rtc.compat` knows.
     """
     compat.check()
+    compat.check_outbound()
     if pc in _ACTIVE:
         raise ValueError("this RTCPeerConnection is already protected")
     transform = E2eeTransform(pc, ring, on_event)

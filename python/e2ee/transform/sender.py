@@ -24,6 +24,18 @@ Key frames on a secret change
     ``request_keyframe()``, it is called (on the event loop) instead -- otherwise the
     source's own key-frame interval applies.  The same holds for PLIs and FIRs from
     receivers: the sender's key-frame handler is replaced on the instance to do the same.
+
+Nothing media-derived outside SFrame
+    The per-frame hook clears the encoded frame's audio level, so aiortc never writes the
+    RFC 6464 audio-level header extension, even where it was negotiated.
+
+Fail closed
+    Each sender has a :class:`~e2ee.transform.guard.GuardedTrack`: the KID of every frame
+    it encrypts is allowed there before the frame is returned to aiortc, and the
+    connection's :class:`~e2ee.transform.guard.OutboundGuard` (installed by the transform
+    on the DTLS transports) drops any packet of this sender that is not such a frame.
+    Blocked frames are counted (``frames_blocked``, ``packets_blocked``) and reported as
+    ``encryption_error`` events (:class:`~e2ee.errors.EncryptionInternalError`).
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ from e2ee.transform.events import (
     RateLimiter,
     track_id,
 )
+from e2ee.transform.guard import GuardedTrack
 from e2ee.transform.host import TransformHost
 
 __all__ = ["ProtectedSender"]
@@ -61,7 +74,9 @@ class ProtectedSender:
     ``encryptor`` is created with the encoder, just before the first frame, for the codec
     aiortc negotiated (``codec``, e.g. ``"video/VP8"``).  ``stats`` counts frames:
     ``frames_encrypted``, ``frames_dropped`` (could not be encrypted: never sent),
-    ``keyframes_encrypted`` (VP8) and ``keyframe_requests`` (secret changes).
+    ``keyframes_encrypted`` (VP8), ``keyframe_requests`` (secret changes, KID
+    collisions), and from the outbound guard (``guard``) ``frames_blocked`` and
+    ``packets_blocked`` (not E2EE frames of this sender: dropped before the network).
     """
 
     def __init__(self, transform: TransformHost, transceiver: RTCRtpTransceiver) -> None:
@@ -77,6 +92,7 @@ class ProtectedSender:
         self.keyframe_requests = 0
         self._force_keyframe = False
         self._limiter = RateLimiter(EVENT_INTERVAL)
+        self.guard = GuardedTrack("video" if self.kind == "video" else "audio", self._blocked)
         self._original_next, self._original_keyframe = compat.hook_sender(
             self.sender, self._next_frame, self._on_keyframe_request
         )
@@ -98,6 +114,8 @@ class ProtectedSender:
             "frames_dropped": self.frames_dropped,
             "keyframes_encrypted": self.keyframes_encrypted,
             "keyframe_requests": self.keyframe_requests,
+            "frames_blocked": self.guard.frames_blocked,
+            "packets_blocked": self.guard.packets_blocked,
         }
 
     async def _next_frame(self, codec: RTCRtpCodecParameters) -> Any:
@@ -106,7 +124,11 @@ class ProtectedSender:
         encoder = compat.sender_encoder(self.sender)
         if not (isinstance(encoder, _E2eeEncoderMixin) and encoder._e2ee_owner is self):
             compat.set_sender_encoder(self.sender, self._make_encoder(codec))
-        return await self._original_next(codec)
+        frame = await self._original_next(codec)
+        if frame is not None:
+            # Computed from the raw audio before encryption: never let it on the wire.
+            frame.audio_level = None
+        return frame
 
     def _make_encoder(self, codec: RTCRtpCodecParameters) -> Encoder:
         mime = codec.mimeType
@@ -131,8 +153,15 @@ class ProtectedSender:
             self._force_keyframe = True
             self._report(exc)
             return None
+        kid = encryptor.kid
+        if kid is not None:  # the KID of this frame: allowed before aiortc sends it
+            self.guard.allow_kid(kid)
         self.frames_encrypted += 1
         return wire
+
+    def _blocked(self, reason: str) -> None:
+        # The outbound guard dropped a packet of ours (event loop).
+        self._report(EncryptionInternalError(f"outgoing packet blocked: {reason}"))
 
     def _report(self, exc: BaseException) -> None:
         if isinstance(exc, EncryptionSecretMissing):
