@@ -25,9 +25,13 @@ from e2ee.client.session import Session, SessionError, Subscriber
 from e2ee.errors import EncryptionSecretMissing, InvalidEncryptionSecret
 from e2ee.server.tokens import mint_token
 from e2ee.tools.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
+from e2ee.wire.params import SessionPolicy
 from support.server import Api, ServerProcess
 
 SECRET = "a shared secret for the test"
+#: The sessions here have 1000 PBKDF2 iterations (quick joins), below the client's default
+#: floor of 100,000: the tests lower it explicitly, as an application would have to.
+TEST_POLICY = SessionPolicy(min_iterations=1000)
 
 
 async def new_session(api: Api, **options: Any) -> str:
@@ -43,7 +47,7 @@ def client(
 ) -> Session:
     creds = server.credentials()
     token = mint_token(creds.api_key, creds.api_secret, sid, role=role)  # type: ignore[arg-type]
-    return Session(server.url, sid, token, encryption_secret=secret)
+    return Session(server.url, sid, token, encryption_secret=secret, policy=TEST_POLICY)
 
 
 def watch(sub: Subscriber) -> dict[str, FrameCollector]:
@@ -220,12 +224,18 @@ def test_demo_reports_measured_counts(tmp_path: Path) -> None:
     report = json.loads(out.stdout)
     assert report["session"]["e2ee"] is True
     assert report["session"]["suite"] == 6
+    assert report["session"]["kdf_iterations"] == 600_000  # the default policy, unlowered
     pairs = {(p["publisher"], p["subscriber"]): p for p in report["pairs"]}
     assert set(pairs) == {("p1", "p2"), ("p2", "p1")}
-    # p1 changed its secret alone: p2 saw one mismatch, then one match when it followed.
+    # p1 changed its secret alone: p2 saw one mismatch, then one match when it accepted it.
     assert pairs[("p1", "p2")]["mismatch_events"] == 1
     assert pairs[("p1", "p2")]["match_events"] == 1
     assert pairs[("p2", "p1")]["mismatch_events"] == 0  # p1 kept the old secret in grace
+    # The planned change (everyone accepts, then everyone sets): no receiver saw a
+    # mismatch, on audio or video.
+    for p in pairs.values():
+        assert p["planned_change_mismatch_events"] == 0, p
+    assert report["planned_change"]["mismatch_events"] == 0
     for p in pairs.values():
         assert p["video_frames_decoded"] > 30
         assert p["audio_frames_decoded"] > 30
@@ -233,3 +243,40 @@ def test_demo_reports_measured_counts(tmp_path: Path) -> None:
     assert report["router"]["frames_forwarded"] > 0
     assert report["eavesdropper"]["frames_received"] > 0
     assert report["eavesdropper"]["frames_decodable"] == 0
+
+
+@pytest.mark.asyncio
+async def test_a_planned_change_shows_no_receiver_a_mismatch(
+    server: ServerProcess, api: Api
+) -> None:
+    sid = await new_session(api)
+    alice, bob = client(server, sid), client(server, sid)
+    new_secret = "the next shared secret"
+    try:
+        await alice.connect()
+        await bob.connect()
+        a_pub = await alice.publish(video=SyntheticVideoTrack(), audio=SyntheticAudioTrack())
+        b_pub = await bob.publish(video=SyntheticVideoTrack(), audio=SyntheticAudioTrack())
+        subs = [await bob.subscribe(a_pub.stream_id), await alice.subscribe(b_pub.stream_id)]
+        videos = []
+        for sub in subs:
+            await tracks_of(sub)
+            videos.append(watch(sub)["video"])
+        for video in videos:
+            assert await video.wait_for(5, timeout=10)
+        # Step 2: everyone accepts (receive only); step 3, once all have: everyone sets.
+        await asyncio.gather(*(p.accept_encryption_secret(new_secret) for p in (alice, bob)))
+        await alice.set_encryption_secret(new_secret)
+        await asyncio.sleep(1.5)  # alice sends under the new secret, bob still the old
+        await bob.set_encryption_secret(new_secret)
+        before = [v.count(good=True) for v in videos]
+        await asyncio.sleep(1.5)
+        for sub, video, n in zip(subs, videos, before, strict=True):
+            assert not [e for e in sub.events if e.type == "encryption_secret_mismatch"]
+            assert video.count(good=True) > n + 10, "the picture stalled"
+        assert alice.ring is not None
+        assert bob.ring is not None
+        assert alice.ring.secret_id == bob.ring.secret_id
+    finally:
+        await alice.disconnect()
+        await bob.disconnect()

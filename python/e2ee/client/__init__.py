@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
-from e2ee.client.session import Publisher, Session, SessionError, Subscriber
+from e2ee.client.errors import E2eeRequired, SessionError
+from e2ee.client.session import Publisher, Session, Subscriber
+from e2ee.wire.params import SessionPolicy
 
-__all__ = ["Publisher", "Session", "SessionError", "Subscriber"]
+__all__ = ["E2eeRequired", "Publisher", "Session", "SessionError", "SessionPolicy", "Subscriber"]

@@ -12,6 +12,16 @@ aiortc, and end-to-end encryption of every track when the session has ``e2ee`` o
 
 The router never sees a key: this client encrypts after its encoders and decrypts before
 its decoders (:mod:`e2ee.transform.protect`).
+
+The client is the trust anchor, not the server (docs/protocol.md §1).  Given an
+encryption secret, it requires end-to-end encryption: a server hello without it is
+refused at connect (:class:`E2eeRequired`), and the hello's cipher suite and PBKDF2
+iteration count must pass the application's :class:`~e2ee.wire.params.SessionPolicy`
+(default ``SessionPolicy()``: suites 5 and 6, at least 100,000 iterations;
+:class:`~e2ee.errors.WeakSessionParameters` otherwise), all before any key is derived
+or any media leaves.  In an E2EE session every peer connection is protected, and every
+description it applies or sends is stripped of media-derived RTP header extensions
+(:func:`~e2ee.wire.extmap.strip_media_derived_extensions`).
 """
 
 from __future__ import annotations
@@ -28,25 +38,22 @@ from typing import Any
 import aiohttp
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from e2ee.client.errors import E2eeRequired, SessionError
+from e2ee.client.policy import E2eeParams, check_hello
+from e2ee.crypto import normalize_secret
 from e2ee.crypto.keyring import KeyRing
-from e2ee.errors import E2eeError, EncryptionSecretMissing
+from e2ee.errors import EncryptionSecretMissing
 from e2ee.rtc import net
 from e2ee.transform.protect import E2eeEvent, E2eeTransform, protect
+from e2ee.wire.extmap import strip_media_derived_extensions
+from e2ee.wire.params import SessionPolicy
 
-__all__ = ["Publisher", "Session", "SessionError", "Subscriber"]
+__all__ = ["E2eeRequired", "Publisher", "Session", "SessionError", "Subscriber"]
 
 net.apply_environment()
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Any]
-
-
-class SessionError(E2eeError):
-    """The server refused something; ``code`` is its stable error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
 
 
 @dataclass
@@ -78,7 +85,16 @@ class Subscriber:
 
 
 class Session:
-    """One connection to one session on an e2ee server."""
+    """One connection to one session on an e2ee server.
+
+    ``encryption_secret``: given (here or with :meth:`set_encryption_secret` before
+    :meth:`connect`), the session must be end-to-end encrypted, or :meth:`connect`
+    refuses it.  ``policy`` is what the client accepts of the server's cipher suite and
+    PBKDF2 iteration count (default ``SessionPolicy()``, :mod:`e2ee.wire.params`);
+    to join a session with fewer iterations, lower the floor explicitly, e.g.
+    ``SessionPolicy(min_iterations=1000)`` in tests, or pin the exact values with
+    ``pin_suite`` and ``pin_iterations``.
+    """
 
     def __init__(
         self,
@@ -87,6 +103,7 @@ class Session:
         token: str,
         *,
         encryption_secret: str | None = None,
+        policy: SessionPolicy | None = None,
         rtc_configuration: RTCConfiguration | None = None,
         grace_period: float = 10.0,
         request_timeout: float = 15.0,
@@ -95,6 +112,9 @@ class Session:
         self.session_id = session_id
         self._token = token
         self._secret = encryption_secret
+        self._accepted: list[str] = []  # accepted before connect, applied at connect
+        self.policy = SessionPolicy() if policy is None else policy
+        self._e2ee = False
         self._rtc = rtc_configuration or RTCConfiguration(iceServers=[])
         self._grace = grace_period
         self._timeout = request_timeout
@@ -139,60 +159,109 @@ class Session:
 
     @property
     def e2ee(self) -> bool:
-        return bool(self.info.get("e2ee"))
+        """Whether this connection encrypts end to end.  Decided by the client at
+        :meth:`connect`: true exactly when it was given a secret (the server's hello is
+        checked against that, never followed)."""
+        return self._e2ee
 
     async def connect(self) -> None:
-        """Joins the session.  In an E2EE session this needs an encryption secret
-        (:class:`EncryptionSecretMissing` otherwise; :class:`InvalidEncryptionSecret`
-        for one that is not 8 to 256 characters)."""
+        """Joins the session, after checking the server's hello against this client.
+
+        With an encryption secret: :class:`E2eeRequired` if the server offers a session
+        without end-to-end encryption, :class:`~e2ee.errors.WeakSessionParameters` if
+        its suite or iteration count fails :attr:`policy`,
+        :class:`~e2ee.errors.InvalidEncryptionSecret` for a secret that is not 8 to 256
+        characters.  Without one: :class:`EncryptionSecretMissing` in an E2EE session.
+        On any of these the connection is closed before anything is sent.
+        """
         self._http = aiohttp.ClientSession()
         url = f"{self.url}/v1/sessions/{self.session_id}/ws"
         try:
             self._ws = await self._http.ws_connect(url, params={"token": self._token})
             first = await self._ws.receive_json(timeout=self._timeout)
-        except Exception:
+            if not isinstance(first, dict):
+                raise SessionError("protocol_error", "the server's hello is not an object")
+            if first.get("type") == "error":
+                raise SessionError(first.get("code", "error"), first.get("message", ""))
+            session = first.get("session")
+            if first.get("type") != "session" or not isinstance(session, dict):
+                raise SessionError("protocol_error", "the server's hello has no session")
+            params = check_hello(session, secret_given=self._wants_e2ee, policy=self.policy)
+            if params is not None:
+                await self._make_ring(params)
+        except BaseException:
             await self._close_transport()
             raise
-        if first.get("type") == "error":
-            await self._close_transport()
-            raise SessionError(first.get("code", "error"), first.get("message", ""))
-        self.info = first["session"]
-        self.connection = first["connection"]
+        self._e2ee = params is not None
+        self.info = session
+        self.connection = first.get("connection", {})
         self.connections = {c["id"]: c for c in first.get("connections", [])}
         self.streams = {s["id"]: s for s in first.get("streams", [])}
-        if self.e2ee:
-            try:
-                await self._make_ring()
-            except Exception:
-                await self._close_transport()
-                raise
         self._reader = asyncio.create_task(self._read())
 
-    async def _make_ring(self) -> None:
+    @property
+    def _wants_e2ee(self) -> bool:
+        # The application gave a secret (to send under, or only to accept).
+        return self._secret is not None or bool(self._accepted)
+
+    async def _make_ring(self, params: E2eeParams) -> None:
         if self._secret is None:
             raise EncryptionSecretMissing(
                 "this session is end-to-end encrypted: set an encryption secret to connect"
             )
         ring = KeyRing(
             self.session_id,
-            suite=self.info["suite"],
-            kdf_iterations=self.info["kdf_iterations"],
+            suite=params.suite,
+            kdf_iterations=params.kdf_iterations,
             grace_period=self._grace,
         )
         await ring.set_secret_async(self._secret)
+        for secret in self._accepted:
+            await ring.accept_secret_async(secret)
+        self._accepted.clear()
         self.ring = ring
 
     async def set_encryption_secret(self, secret: str) -> None:
         """Sets or changes the secret, also while connected: every published track
         switches to it at its next frame (and sends a key frame); the previous secret
-        is still accepted from others for the grace period."""
+        is still accepted from others for the grace period.  A secret that was not
+        accepted first (:meth:`accept_encryption_secret`) ends any planned change.
+
+        Set before :meth:`connect`, it makes end-to-end encryption required."""
         if self.ring is not None:
             await self.ring.set_secret_async(secret)
         else:
-            from e2ee.crypto import normalize_secret
-
             normalize_secret(secret)  # InvalidEncryptionSecret now, not at connect
         self._secret = secret
+
+    async def accept_encryption_secret(self, secret: str) -> None:
+        """Receives under ``secret`` too, without sending under it yet: the first step
+        of a planned change (:meth:`~e2ee.crypto.keyring.KeyRing.accept_secret`).
+
+        A planned change, so that no receiver ever sees a mismatch:
+
+        1. The application delivers the new secret to every participant (its own
+           channel, never the server's).
+        2. Everyone calls ``accept_encryption_secret(new)`` and confirms.  Each now
+           decrypts frames under the old and the new secret, and still sends under the
+           old one.
+        3. Once everyone has confirmed, everyone calls ``set_encryption_secret(new)``.
+           Each track moves to a fresh KID under the new secret (with a key frame);
+           every receiver already holds it.  The old secret stays accepted for the
+           grace period, which must cover the time between the first and the last
+           participant's step 3.
+
+        A :meth:`set_encryption_secret` of another secret instead ends the plan (the
+        accepted secret is then only held for the grace period).  Before :meth:`connect`
+        the secret is validated and applied at connect, after the current one.
+        Raises :class:`~e2ee.errors.InvalidEncryptionSecret` for a secret that is not 8
+        to 256 characters.
+        """
+        if self.ring is not None:
+            await self.ring.accept_secret_async(secret)
+        else:
+            normalize_secret(secret)
+            self._accepted = [*self._accepted, secret][-2:]
 
     # -- requests ----------------------------------------------------------------------
 
@@ -255,17 +324,39 @@ class Session:
 
     # -- media -------------------------------------------------------------------------
 
-    def _require_secret(self, action: str) -> None:
-        if self.e2ee and (self.ring is None or not self.ring.has_secret):
-            raise EncryptionSecretMissing(
-                f"{action} in an end-to-end encrypted session needs a secret"
+    def _check_media(self, action: str) -> None:
+        """Refuses ``action`` before any peer connection exists unless its media will be
+        what the application asked for: end to end encrypted when it gave a secret."""
+        if self._ws is None or self._ws.closed:
+            raise SessionError("not_connected", "the session is not connected")
+        if self._e2ee:
+            if self.ring is None or not self.ring.has_secret:
+                raise EncryptionSecretMissing(
+                    f"{action} in an end-to-end encrypted session needs a secret"
+                )
+        elif self._wants_e2ee:
+            raise E2eeRequired(
+                f"{action} refused: this session is not end-to-end encrypted, and the "
+                "application gave an encryption secret"
             )
 
     def _protect(self, pc: RTCPeerConnection) -> E2eeTransform | None:
-        if not self.e2ee:
+        """The connection's E2EE transform; ``None`` only in a session without E2EE that
+        the application joined without a secret."""
+        if not self._e2ee:
+            if self._wants_e2ee:
+                raise E2eeRequired("this session is not end-to-end encrypted")
             return None
-        assert self.ring is not None
+        if self.ring is None or not self.ring.has_secret:
+            raise EncryptionSecretMissing("an end-to-end encrypted session needs a secret")
         return protect(pc, self.ring)
+
+    def _sdp(self, sdp: object) -> str:
+        """A description to apply or to send: in an E2EE session, without media-derived
+        RTP header extensions (the audio level would show the router voice activity)."""
+        if not isinstance(sdp, str):
+            raise SessionError("protocol_error", "the server sent no SDP")
+        return strip_media_derived_extensions(sdp) if self._e2ee else sdp
 
     async def publish(
         self,
@@ -275,21 +366,22 @@ class Session:
         name: str | None = None,
     ) -> Publisher:
         """Publishes the given tracks as one stream, encrypted end to end in E2EE sessions."""
-        self._require_secret("publishing")
         if audio is None and video is None:
             raise ValueError("publish needs an audio or a video track")
+        self._check_media("publishing")
         pc = RTCPeerConnection(self._rtc)
-        transform = self._protect(pc)
         try:
+            transform = self._protect(pc)
             for track in (audio, video):
                 if track is not None:
                     pc.addTrack(track)
             await pc.setLocalDescription(await pc.createOffer())
-            msg: dict[str, Any] = {"type": "publish", "sdp": pc.localDescription.sdp}
+            msg: dict[str, Any] = {"type": "publish", "sdp": self._sdp(pc.localDescription.sdp)}
             if name is not None:
                 msg["name"] = name
             reply = await self.request(msg)
-            await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+            answer = self._sdp(reply.get("sdp"))
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         except BaseException:
             await pc.close()
             raise
@@ -305,10 +397,15 @@ class Session:
 
     async def subscribe(self, stream_id: str) -> Subscriber:
         """Receives a stream; in E2EE sessions its tracks are decrypted before decoding."""
-        self._require_secret("subscribing")
+        self._check_media("subscribing")
         reply = await self.request({"type": "subscribe", "stream_id": stream_id})
+        offer = self._sdp(reply.get("sdp"))
         pc = RTCPeerConnection(self._rtc)
-        transform = self._protect(pc)
+        try:
+            transform = self._protect(pc)
+        except BaseException:
+            await pc.close()
+            raise
         sub = Subscriber(stream_id, reply["subscription_id"], pc, transform)
 
         @pc.on("track")
@@ -326,13 +423,13 @@ class Session:
 
             transform.add_listener(on_event)
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             await self.request(
                 {
                     "type": "answer",
                     "subscription_id": sub.subscription_id,
-                    "sdp": pc.localDescription.sdp,
+                    "sdp": self._sdp(pc.localDescription.sdp),
                 }
             )
         except BaseException:

@@ -3,11 +3,23 @@
 Starts a server (or uses ``--url``), creates an end-to-end encrypted session, and runs N
 participants as separate client connections, each publishing synthetic VP8 video and
 Opus audio and subscribed to everyone else.  One more subscriber, the eavesdropper, gets
-the same routed frames without the key and tries to decode them.  A third of the way in
-one participant changes its secret alone (the others see a mismatch on its streams);
-two thirds of the way in everyone follows (match).  Every count in the report is
-measured: a video frame counts as decoded when the picture is the source picture, an
-audio frame when it carries the source tone.
+the same routed frames without the key and tries to decode them.
+
+Two changes of secret:
+
+* A third of the way in one participant changes its secret alone (an unplanned change):
+  the others see one mismatch on its streams, and one match when they take the secret
+  too.
+* Two thirds of the way in, a planned change (docs/protocol.md §8): everyone accepts the
+  second secret (receive only, :meth:`Session.accept_encryption_secret`), and once all
+  have, everyone sets it.  No receiver sees a mismatch; the report counts, per pair, the
+  mismatch events from the start of the planned change to the end (0 expected).
+
+Every count in the report is measured: a video frame counts as decoded when the picture
+is the source picture, an audio frame when it carries the source tone.
+
+The session is created with the server's default of 600,000 PBKDF2 iterations, so the
+clients keep their default :class:`~e2ee.wire.params.SessionPolicy`: no floor is lowered.
 """
 
 from __future__ import annotations
@@ -48,9 +60,12 @@ class Pair:
     subscriber: str
     sub: Subscriber
     collectors: dict[str, FrameCollector] = field(default_factory=dict)
+    #: Index in ``sub.events`` where the planned change began (``None``: not yet).
+    planned_from: int | None = None
 
     def report(self) -> dict[str, Any]:
         video_events = [e for e in self.sub.events if e.kind == "video"]
+        planned = [] if self.planned_from is None else self.sub.events[self.planned_from :]
         return {
             "publisher": self.publisher,
             "subscriber": self.subscriber,
@@ -58,6 +73,10 @@ class Pair:
             "audio_frames_decoded": self._good("audio"),
             "mismatch_events": sum(e.type == "encryption_secret_mismatch" for e in video_events),
             "match_events": sum(e.type == "encryption_secret_match" for e in video_events),
+            # Audio and video: every mismatch a receiver saw during the planned change.
+            "planned_change_mismatch_events": sum(
+                e.type == "encryption_secret_mismatch" for e in planned
+            ),
         }
 
     def _good(self, kind: str) -> int:
@@ -236,8 +255,17 @@ async def run_demo(
             return mint_token(creds.api_key, creds.api_secret, sid, role=role, data=name)
 
         names = [f"p{i + 1}" for i in range(participants)]
+        # The grace period covers the time from the unplanned change to the planned one,
+        # so the first participant keeps accepting the others' first secret until then.
+        grace = max(10.0, seconds)
         for name in names:
-            s = Session(url, sid, token("publisher", name), encryption_secret=FIRST_SECRET)
+            s = Session(
+                url,
+                sid,
+                token("publisher", name),
+                encryption_secret=FIRST_SECRET,
+                grace_period=grace,
+            )
             await s.connect()
             sessions.append(s)
         stream_of: dict[str, str] = {}
@@ -270,8 +298,11 @@ async def run_demo(
         say(f"{names[0]} changes its secret alone")
         await sessions[0].set_encryption_secret(SECOND_SECRET)
         await asyncio.sleep(seconds / 3)
-        say("everyone follows")
-        await asyncio.gather(*(s.set_encryption_secret(SECOND_SECRET) for s in sessions[1:]))
+        say("planned change: everyone accepts the second secret, then everyone sets it")
+        for p in pairs:
+            p.planned_from = len(p.sub.events)
+        await asyncio.gather(*(s.accept_encryption_secret(SECOND_SECRET) for s in sessions))
+        await asyncio.gather(*(s.set_encryption_secret(SECOND_SECRET) for s in sessions))
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - start)))
 
         async with aiohttp.ClientSession() as http:
@@ -281,10 +312,19 @@ async def run_demo(
             async with http.get(f"{url}/v1/sessions/{sid}", headers=auth) as r:
                 session_now = await r.json()
         router = session_now.get("router") or {}
+        pair_reports = [p.report() for p in pairs]
         report = {
-            "session": {"id": sid, "e2ee": info["e2ee"], "suite": info["suite"]},
+            "session": {
+                "id": sid,
+                "e2ee": info["e2ee"],
+                "suite": info["suite"],
+                "kdf_iterations": info["kdf_iterations"],
+            },
             "seconds": seconds,
-            "pairs": [p.report() for p in pairs],
+            "pairs": pair_reports,
+            "planned_change": {
+                "mismatch_events": sum(p["planned_change_mismatch_events"] for p in pair_reports)
+            },
             "router": {
                 "frames_forwarded": router.get("frames_forwarded", 0),
                 "bytes_forwarded": router.get("bytes_forwarded", 0),
@@ -328,18 +368,24 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as a table a person reads."""
     s = report["session"]
     lines = [
-        f"session {s['id']}  e2ee={s['e2ee']}  suite={s['suite']}  ({report['seconds']:g} s)",
+        f"session {s['id']}  e2ee={s['e2ee']}  suite={s['suite']}  "
+        f"kdf_iterations={s.get('kdf_iterations')}  ({report['seconds']:g} s)",
         "",
         f"{'publisher':>9} -> {'subscriber':<10} {'video ok':>8} {'audio ok':>8} "
-        f"{'mismatch':>8} {'match':>5}",
+        f"{'mismatch':>8} {'match':>5} {'planned-change mismatch':>23}",
     ]
     for p in report["pairs"]:
         lines.append(
             f"{p['publisher']:>9} -> {p['subscriber']:<10} {p['video_frames_decoded']:>8} "
-            f"{p['audio_frames_decoded']:>8} {p['mismatch_events']:>8} {p['match_events']:>5}"
+            f"{p['audio_frames_decoded']:>8} {p['mismatch_events']:>8} {p['match_events']:>5} "
+            f"{p['planned_change_mismatch_events']:>23}"
         )
     r, e = report["router"], report["eavesdropper"]
     lines += [
+        "",
+        "mismatch/match: video events over the whole call (the unplanned change); "
+        "planned-change mismatch: audio and video, from the planned change on "
+        f"(total {report['planned_change']['mismatch_events']}, expected 0)",
         "",
         f"router:       {r['frames_forwarded']} frames / {r['bytes_forwarded']} bytes "
         f"forwarded, {r['frames_decoded']} decoded",
