@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from e2ee.tools.bench import router as bench_router
+from e2ee.tools.bench.router_processes import cpu_seconds, rss_bytes
+from e2ee.tools.bench.router_report import percentile
 from e2ee.tools.bench.router_worker import MAGIC, STAMP, clear_bytes, load_media, prepare_media
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -93,10 +95,10 @@ def test_media_loop_and_stamp(tmp_path: Path) -> None:
 
 
 def test_helpers() -> None:
-    assert bench_router.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
-    assert bench_router.percentile([1.0, 2.0, 3.0, 4.0], 99) == 4.0
-    assert math.isnan(bench_router.percentile([], 50))
-    assert bench_router.cpu_seconds(os.getpid()) >= 0
-    assert bench_router.rss_bytes(os.getpid()) > 0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 99) == 4.0
+    assert math.isnan(percentile([], 50))
+    assert cpu_seconds(os.getpid()) >= 0
+    assert rss_bytes(os.getpid()) > 0
     with pytest.raises(SystemExit):
         bench_router.main(["--subscribers", "5,1"])

@@ -33,6 +33,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -207,6 +208,174 @@ async def _drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
+def _auth(api_key: str, api_secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {project_auth_token(api_key, api_secret)}"}
+
+
+class _Call:
+    """One demo call: the server's credentials, the session, its participants, the pairs
+    of publisher and subscriber, and the eavesdropper; :meth:`close` ends them."""
+
+    def __init__(self, url: str, data_dir: Path) -> None:
+        store = SQLiteStore.in_data_dir(data_dir)
+        self.creds = store.get_or_create_credentials_sync()
+        store.close_sync()
+        self.url = url
+        self.info: dict[str, Any] = {}
+        self.names: list[str] = []
+        self.sessions: list[Session] = []
+        self.stream_of: dict[str, str] = {}
+        self.pairs: list[Pair] = []
+        self.eve: Eavesdropper | None = None
+
+    @property
+    def sid(self) -> str:
+        return str(self.info["id"])
+
+    def _auth(self) -> dict[str, str]:
+        return _auth(self.creds.api_key, self.creds.api_secret)
+
+    def token(self, role: Literal["publisher", "subscriber"], name: str) -> str:
+        return mint_token(self.creds.api_key, self.creds.api_secret, self.sid, role=role, data=name)
+
+    async def create_session(self) -> None:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{self.url}/v1/sessions",
+                json={"e2ee": True, "media_mode": "routed"},
+                headers=self._auth(),
+            ) as r,
+        ):
+            r.raise_for_status()
+            self.info = await r.json()
+
+    async def router_stats(self) -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{self.url}/v1/sessions/{self.sid}", headers=self._auth()) as r,
+        ):
+            session_now = await r.json()
+        return dict(session_now.get("router") or {})
+
+    async def join(self, participants: int, seconds: float) -> None:
+        """Every participant connects with the first secret and publishes."""
+        self.names = [f"p{i + 1}" for i in range(participants)]
+        # The grace period covers the time from the unplanned change to the planned one,
+        # so the first participant keeps accepting the others' first secret until then.
+        grace = max(10.0, seconds)
+        for name in self.names:
+            s = Session(
+                self.url,
+                self.sid,
+                self.token("publisher", name),
+                encryption_secret=FIRST_SECRET,
+                grace_period=grace,
+            )
+            await s.connect()
+            self.sessions.append(s)
+        for name, s in zip(self.names, self.sessions, strict=True):
+            pub = await s.publish(
+                video=SyntheticVideoTrack(), audio=SyntheticAudioTrack(), name=name
+            )
+            self.stream_of[name] = pub.stream_id
+
+    async def subscribe_everyone(self) -> None:
+        """Everyone to everyone else, then the eavesdropper to everyone."""
+        for sub_name, s in zip(self.names, self.sessions, strict=True):
+            for pub_name in self.names:
+                if pub_name == sub_name:
+                    continue
+                sub = await s.subscribe(self.stream_of[pub_name])
+                self.pairs.append(Pair(pub_name, sub_name, sub))
+        self.eve = Eavesdropper(self.url, self.sid, self.token("subscriber", "eavesdropper"))
+        await self.eve.connect()
+        for name in self.names:
+            await self.eve.subscribe(self.stream_of[name])
+
+    async def collect(self) -> None:
+        """Once every pair has its tracks, count what they decode."""
+        await _wait_tracks(self.pairs)
+        for p in self.pairs:
+            for kind in ("audio", "video"):
+                track = getattr(p.sub, kind)
+                if track is not None:
+                    p.collectors[kind] = FrameCollector(track).start()
+
+    async def change_secrets(self, seconds: float, say: Callable[[str], None]) -> None:
+        """The unplanned change a third of the way in, the planned one at two thirds."""
+        start = time.monotonic()
+        await asyncio.sleep(seconds / 3)
+        say(f"{self.names[0]} changes its secret alone")
+        await self.sessions[0].set_encryption_secret(SECOND_SECRET)
+        await asyncio.sleep(seconds / 3)
+        say("planned change: everyone accepts the second secret, then everyone sets it")
+        for p in self.pairs:
+            p.planned_from = len(p.sub.events)
+        await asyncio.gather(*(s.accept_encryption_secret(SECOND_SECRET) for s in self.sessions))
+        await asyncio.gather(*(s.set_encryption_secret(SECOND_SECRET) for s in self.sessions))
+        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - start)))
+
+    def report(self, seconds: float, router: dict[str, Any]) -> dict[str, Any]:
+        assert self.eve is not None
+        info = self.info
+        pair_reports = [p.report() for p in self.pairs]
+        return {
+            "session": {
+                "id": info["id"],
+                "e2ee": info["e2ee"],
+                "suite": info["suite"],
+                "kdf_iterations": info["kdf_iterations"],
+            },
+            "seconds": seconds,
+            "pairs": pair_reports,
+            "planned_change": {
+                "mismatch_events": sum(p["planned_change_mismatch_events"] for p in pair_reports)
+            },
+            "router": {
+                "frames_forwarded": router.get("frames_forwarded", 0),
+                "bytes_forwarded": router.get("bytes_forwarded", 0),
+                "frames_decoded": router.get("frames_decoded", 0),
+            },
+            "eavesdropper": self.eve.report(),
+        }
+
+    async def stop_collectors(self) -> None:
+        for p in self.pairs:
+            for c in p.collectors.values():
+                await c.stop()
+
+    async def close(self) -> None:
+        if self.eve is not None:
+            await self.eve.close()
+        for s in self.sessions:
+            with contextlib.suppress(Exception):
+                await s.disconnect()
+
+
+async def _run_call(
+    call: _Call, participants: int, seconds: float, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """The call's phases, in order; returns the report."""
+    await call.create_session()
+    say(f"session {call.sid} (e2ee, suite {call.info['suite']}) at {call.url}")
+    await call.join(participants, seconds)
+    say(f"{participants} participants publishing; subscribing everyone to everyone ...")
+    await call.subscribe_everyone()
+    await call.collect()
+    await call.change_secrets(seconds, say)
+    report = call.report(seconds, await call.router_stats())
+    await call.stop_collectors()
+    return report
+
+
+async def _stop_server(server: asyncio.subprocess.Process | None) -> None:
+    if server is not None:
+        server.terminate()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait(), 10)
+
+
 async def run_demo(
     participants: int = 3,
     seconds: float = 10.0,
@@ -233,125 +402,14 @@ async def run_demo(
         server, url = await _start_server(data_dir)
     elif data_dir is None:
         raise ValueError("with --url, --data-dir must name that server's data directory")
-    store = SQLiteStore.in_data_dir(data_dir)
-    creds = store.get_or_create_credentials_sync()
-    store.close_sync()
-    sessions: list[Session] = []
-    eve: Eavesdropper | None = None
+    call = _Call(url, data_dir)
     try:
-        async with aiohttp.ClientSession() as http:
-            auth = {
-                "Authorization": f"Bearer {project_auth_token(creds.api_key, creds.api_secret)}"
-            }
-            async with http.post(
-                f"{url}/v1/sessions", json={"e2ee": True, "media_mode": "routed"}, headers=auth
-            ) as r:
-                r.raise_for_status()
-                info = await r.json()
-        sid = info["id"]
-        say(f"session {sid} (e2ee, suite {info['suite']}) at {url}")
-
-        def token(role: Literal["publisher", "subscriber"], name: str) -> str:
-            return mint_token(creds.api_key, creds.api_secret, sid, role=role, data=name)
-
-        names = [f"p{i + 1}" for i in range(participants)]
-        # The grace period covers the time from the unplanned change to the planned one,
-        # so the first participant keeps accepting the others' first secret until then.
-        grace = max(10.0, seconds)
-        for name in names:
-            s = Session(
-                url,
-                sid,
-                token("publisher", name),
-                encryption_secret=FIRST_SECRET,
-                grace_period=grace,
-            )
-            await s.connect()
-            sessions.append(s)
-        stream_of: dict[str, str] = {}
-        for name, s in zip(names, sessions, strict=True):
-            pub = await s.publish(
-                video=SyntheticVideoTrack(), audio=SyntheticAudioTrack(), name=name
-            )
-            stream_of[name] = pub.stream_id
-        say(f"{participants} participants publishing; subscribing everyone to everyone ...")
-        pairs: list[Pair] = []
-        for sub_name, s in zip(names, sessions, strict=True):
-            for pub_name in names:
-                if pub_name == sub_name:
-                    continue
-                sub = await s.subscribe(stream_of[pub_name])
-                pairs.append(Pair(pub_name, sub_name, sub))
-        eve = Eavesdropper(url, sid, token("subscriber", "eavesdropper"))
-        await eve.connect()
-        for name in names:
-            await eve.subscribe(stream_of[name])
-        await _wait_tracks(pairs)
-        for p in pairs:
-            for kind in ("audio", "video"):
-                track = getattr(p.sub, kind)
-                if track is not None:
-                    p.collectors[kind] = FrameCollector(track).start()
-
-        start = time.monotonic()
-        await asyncio.sleep(seconds / 3)
-        say(f"{names[0]} changes its secret alone")
-        await sessions[0].set_encryption_secret(SECOND_SECRET)
-        await asyncio.sleep(seconds / 3)
-        say("planned change: everyone accepts the second secret, then everyone sets it")
-        for p in pairs:
-            p.planned_from = len(p.sub.events)
-        await asyncio.gather(*(s.accept_encryption_secret(SECOND_SECRET) for s in sessions))
-        await asyncio.gather(*(s.set_encryption_secret(SECOND_SECRET) for s in sessions))
-        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - start)))
-
-        async with aiohttp.ClientSession() as http:
-            auth = {
-                "Authorization": f"Bearer {project_auth_token(creds.api_key, creds.api_secret)}"
-            }
-            async with http.get(f"{url}/v1/sessions/{sid}", headers=auth) as r:
-                session_now = await r.json()
-        router = session_now.get("router") or {}
-        pair_reports = [p.report() for p in pairs]
-        report = {
-            "session": {
-                "id": sid,
-                "e2ee": info["e2ee"],
-                "suite": info["suite"],
-                "kdf_iterations": info["kdf_iterations"],
-            },
-            "seconds": seconds,
-            "pairs": pair_reports,
-            "planned_change": {
-                "mismatch_events": sum(p["planned_change_mismatch_events"] for p in pair_reports)
-            },
-            "router": {
-                "frames_forwarded": router.get("frames_forwarded", 0),
-                "bytes_forwarded": router.get("bytes_forwarded", 0),
-                "frames_decoded": router.get("frames_decoded", 0),
-            },
-            "eavesdropper": eve.report(),
-        }
-        for p in pairs:
-            for c in p.collectors.values():
-                await c.stop()
-        return report
+        return await _run_call(call, participants, seconds, say)
     finally:
-        if eve is not None:
-            await eve.close()
-        for s in sessions:
-            with contextlib.suppress(Exception):
-                await s.disconnect()
-        if server is not None:
-            server.terminate()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait(), 10)
+        await call.close()
+        await _stop_server(server)
         if tmp is not None:
             tmp.cleanup()
-
-
-def _auth(api_key: str, api_secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {project_auth_token(api_key, api_secret)}"}
 
 
 async def _wait_tracks(pairs: list[Pair], timeout: float = 15.0) -> None:

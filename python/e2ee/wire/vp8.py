@@ -85,61 +85,32 @@ def parse_vp8_payload_descriptor(payload: BytesLike) -> Vp8PayloadDescriptor:
     Raises :class:`Vp8ParseError` when the payload ends inside the descriptor.
     """
     head = leading_bytes(payload, 6)  # the longest descriptor: 1 + 1 + 2 + 1 + 1 bytes
-    n = len(head)
-    if n == 0:
+    if not head:
         raise Vp8ParseError("empty RTP payload: no VP8 payload descriptor (RFC 7741 §4.2)")
     b0 = head[0]
     # Octet 0: X|R|N|S|R|PID(3).  The PID is 3 bits: bit 3 is the second R bit.
-    extended = bool(b0 & 0x80)
-    non_reference = bool(b0 & 0x20)
-    start = bool(b0 & 0x10)
-    pid = b0 & 0x07
     picture_id = tl0picidx = tid = keyidx = None
     layer_sync = None
     long_pid = False
     pos = 1
-    if extended:
-        if n < 2:
+    if b0 & 0x80:  # X: the extension octet I|L|T|K|RSV(4) follows
+        if len(head) < 2:
             raise Vp8ParseError("VP8 payload descriptor truncated: X=1 but no extension octet")
         ext = head[1]
         pos = 2
-        if ext & 0x80:  # I: PictureID, 1 octet if M=0, 2 if M=1
-            if n <= pos:
-                raise Vp8ParseError("VP8 payload descriptor truncated: I=1 but no PictureID")
-            p0 = head[pos]
-            if p0 & 0x80:
-                long_pid = True
-                if n <= pos + 1:
-                    raise Vp8ParseError(
-                        "VP8 payload descriptor truncated: M=1 but PictureID has one octet"
-                    )
-                picture_id = ((p0 & 0x7F) << 8) | head[pos + 1]
-                pos += 2
-            else:
-                picture_id = p0
-                pos += 1
-        if ext & 0x40:  # L: TL0PICIDX
-            if n <= pos:
-                raise Vp8ParseError("VP8 payload descriptor truncated: L=1 but no TL0PICIDX")
-            tl0picidx = head[pos]
+        if ext & 0x80:  # I
+            picture_id, long_pid, pos = _picture_id(head, pos)
+        if ext & 0x40:  # L
+            tl0picidx = _tl0picidx(head, pos)
             pos += 1
-        if ext & 0x30:  # T or K: one shared TID|Y|KEYIDX octet
-            if n <= pos:
-                raise Vp8ParseError(
-                    "VP8 payload descriptor truncated: T or K set but no TID/Y/KEYIDX octet"
-                )
-            tk = head[pos]
+        if ext & 0x30:  # T or K
+            tid, layer_sync, keyidx = _tid_y_keyidx(head, pos, ext)
             pos += 1
-            if ext & 0x20:
-                tid = tk >> 6
-                layer_sync = bool(tk & 0x20)
-            if ext & 0x10:
-                keyidx = tk & 0x1F
     return Vp8PayloadDescriptor(
-        extended=extended,
-        non_reference=non_reference,
-        start_of_partition=start,
-        partition_index=pid,
+        extended=bool(b0 & 0x80),
+        non_reference=bool(b0 & 0x20),
+        start_of_partition=bool(b0 & 0x10),
+        partition_index=b0 & 0x07,
         picture_id=picture_id,
         long_picture_id=long_pid,
         tl0picidx=tl0picidx,
@@ -148,6 +119,46 @@ def parse_vp8_payload_descriptor(payload: BytesLike) -> Vp8PayloadDescriptor:
         keyidx=keyidx,
         size=pos,
     )
+
+
+def _picture_id(head: bytes, pos: int) -> tuple[int, bool, int]:
+    """I=1: the PictureID at ``pos``, one octet if M=0 (7 bits), two if M=1 (15 bits).
+
+    Returns the PictureID, M, and the position after it.
+    """
+    if len(head) <= pos:
+        raise Vp8ParseError("VP8 payload descriptor truncated: I=1 but no PictureID")
+    p0 = head[pos]
+    if not p0 & 0x80:
+        return p0, False, pos + 1
+    if len(head) <= pos + 1:
+        raise Vp8ParseError("VP8 payload descriptor truncated: M=1 but PictureID has one octet")
+    return ((p0 & 0x7F) << 8) | head[pos + 1], True, pos + 2
+
+
+def _tl0picidx(head: bytes, pos: int) -> int:
+    """L=1: the TL0PICIDX octet at ``pos``."""
+    if len(head) <= pos:
+        raise Vp8ParseError("VP8 payload descriptor truncated: L=1 but no TL0PICIDX")
+    return head[pos]
+
+
+def _tid_y_keyidx(head: bytes, pos: int, ext: int) -> tuple[int | None, bool | None, int | None]:
+    """T=1 or K=1: the one TID(2)|Y|KEYIDX(5) octet at ``pos`` both share.
+
+    Returns TID and Y (None unless T=1) and KEYIDX (None unless K=1).
+    """
+    if len(head) <= pos:
+        raise Vp8ParseError(
+            "VP8 payload descriptor truncated: T or K set but no TID/Y/KEYIDX octet"
+        )
+    tk = head[pos]
+    if ext & 0x20:
+        tid: int | None = tk >> 6
+        layer_sync: bool | None = bool(tk & 0x20)
+    else:
+        tid = layer_sync = None
+    return tid, layer_sync, (tk & 0x1F if ext & 0x10 else None)
 
 
 # -- VP8 frame header (RFC 6386 §9.1, RFC 7741 §4.3) -------------------------------------
