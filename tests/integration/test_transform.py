@@ -192,7 +192,10 @@ async def test_secret_change_mid_call(peers: list[Peer]) -> None:
     # The receiver holding both secrets saw no interruption.
     for kind in ("video", "audio"):
         collector = both.collectors[kind]
-        assert collector.max_gap(changed - 0.5, end) < 0.3, kind
+        # The counters above are the exact claim; the gap bound is loose on purpose (a
+        # stream that stopped would show the whole 2.5 s window), so that a loaded
+        # machine's scheduling hiccups cannot fail it.
+        assert collector.max_gap(changed - 0.5, end) < 1.5, kind
         assert both.events_of("encryption_secret_mismatch", kind) == []
         assert received(both, kind)["frames_failed"] == 0
         assert received(both, kind)["frames_mismatched"] == 0
