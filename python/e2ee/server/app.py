@@ -10,14 +10,31 @@ never printed, logged or sent.  There is no TLS here: outside the loopback inter
 serve it behind a TLS-terminating proxy (clients must use https/wss).
 
 ``GET /healthz`` answers ``{"status": "ok"}`` without authentication.
+
+The browser client is served from the package data of :mod:`e2ee.web` (plain ES modules,
+no build step): ``GET /`` is its page (``index.html``) and ``GET /static/<name>`` its
+files, from one flat directory.  Names are checked against a strict pattern before any
+lookup (no path separators, no leading dot), so nothing outside that directory can be
+named.  Every response says what it is (``text/javascript`` for modules, which module
+workers require), is revalidated on every load (``Cache-Control: no-cache`` with an
+``ETag``: a new version of the client is never mixed with a cached one), and carries
+``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` (the page's URL
+may carry a session token).  The page gets a Content-Security-Policy that allows only
+this origin's scripts, workers and connections.
+
+``e2ee serve --dev`` adds the unauthenticated ``/dev`` endpoints of
+:mod:`e2ee.server.dev`; it is refused unless the server binds a loopback address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import importlib.resources
 import ipaddress
 import logging
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +45,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from e2ee.rtc import net
 from e2ee.server import rest
+from e2ee.server.dev import add_dev_routes, check_dev_host
 from e2ee.server.errors import ApiError
 from e2ee.server.hub import Hub
 from e2ee.server.media import RouterFactory, default_router_factory
@@ -107,16 +125,100 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+# -- the browser client -------------------------------------------------------------------
+
+#: The package whose ``static/`` directory holds the browser client (data only).
+WEB_PACKAGE = "e2ee.web"
+#: A static file name: one path segment, no leading dot.
+_STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+}
+
+
+#: A Host header value fit to be named in the page's policy.
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def _page_policy(host: str) -> str:
+    """The Content-Security-Policy of the page: this origin only (and its WebSocket;
+    ``'self'`` covers it in current browsers, the explicit form older ones)."""
+    sockets = f" ws://{host} wss://{host}" if _HOST.fullmatch(host) else ""
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "worker-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data: blob:",
+            "media-src 'self' blob: mediastream:",
+            f"connect-src 'self'{sockets}",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def _read_static(name: str) -> bytes | None:
+    if not _STATIC_NAME.fullmatch(name) or ".." in name:
+        return None
+    resource = importlib.resources.files(WEB_PACKAGE) / "static" / name
+    try:
+        return resource.read_bytes() if resource.is_file() else None
+    except OSError:
+        return None
+
+
+def _static_response(request: web.Request, name: str) -> web.StreamResponse:
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    content_type = _CONTENT_TYPES.get(suffix)
+    body = _read_static(name) if content_type else None
+    if body is None or content_type is None:
+        raise ApiError("not_found", "no such file", 404)
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {
+        "Content-Type": content_type,
+        "Cache-Control": "no-cache",
+        "ETag": etag,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+    if suffix == ".html":
+        headers["Content-Security-Policy"] = _page_policy(request.host)
+        headers["X-Frame-Options"] = "DENY"
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, headers=headers)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return _static_response(request, "index.html")
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    return _static_response(request, request.match_info["name"])
+
+
 async def create_app(
     data_dir: str | Path,
     *,
     store: Store | None = None,
     router_factory: RouterFactory | None = None,
     rtc_configuration: Any = None,
+    dev: bool = False,
 ) -> web.Application:
     """The aiohttp application.  ``store`` defaults to :class:`SQLiteStore` in
     ``data_dir``; ``router_factory(session_record)`` makes each session's media router
-    (default: :class:`e2ee.sfu.router.Router` with ``rtc_configuration``)."""
+    (default: :class:`e2ee.sfu.router.Router` with ``rtc_configuration``).  ``dev`` adds
+    the unauthenticated ``/dev`` endpoints (:mod:`e2ee.server.dev`): only for a server
+    on a loopback address (:func:`serve` checks)."""
     if store is None:
         store = SQLiteStore.in_data_dir(data_dir)
     creds = await store.get_or_create_credentials()
@@ -129,6 +231,10 @@ async def create_app(
     app = web.Application(middlewares=[_errors], client_max_size=rest.MAX_BODY_BYTES)
     app[HUB] = hub
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/", index)
+    app.router.add_get("/static/{name}", static_file)
+    if dev:
+        add_dev_routes(app, hub)
 
     async def ws(request: web.Request) -> web.StreamResponse:
         return await websocket_handler(request, hub)
@@ -148,7 +254,7 @@ async def create_app(
     return app
 
 
-def _banner(host: str, port: int, data_dir: Path, hub: Hub) -> str:
+def _banner(host: str, port: int, data_dir: Path, hub: Hub, dev: bool = False) -> str:
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}"
     lines = [
@@ -159,7 +265,13 @@ def _banner(host: str, port: int, data_dir: Path, hub: Hub) -> str:
         "(Authorization: Bearer <e2ee.server.tokens.project_auth_token(api_key, api_secret)>)",
         f"  Signaling:   ws://{shown}:{port}/v1/sessions/<session_id>/ws?token=<session token>",
         f"  Health:      {base}/healthz",
+        f"  Web client:  {base}/?session=<session_id>&token=<session token>",
     ]
+    if dev:
+        lines.append(
+            f"  DEV MODE:    {base}/ can create test sessions and tokens without "
+            "authentication (POST /dev/sessions); never use it in production"
+        )
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -179,12 +291,16 @@ async def serve(
     router_factory: RouterFactory | None = None,
     rtc_configuration: Any = None,
     stop: asyncio.Event | None = None,
+    dev: bool = False,
 ) -> None:
-    """Serves until ``stop`` is set (or SIGINT/SIGTERM)."""
+    """Serves until ``stop`` is set (or SIGINT/SIGTERM).  ``dev``: development mode,
+    refused (``ValueError``) unless ``host`` is a loopback address."""
+    if dev:
+        check_dev_host(host)
     data_dir = Path(data_dir)
     net.apply_environment()  # E2EE_ICE_ADDRESSES: which addresses the router offers
     app = await create_app(
-        data_dir, router_factory=router_factory, rtc_configuration=rtc_configuration
+        data_dir, router_factory=router_factory, rtc_configuration=rtc_configuration, dev=dev
     )
     runner = web.AppRunner(app, access_log_class=_AccessLogger, shutdown_timeout=5.0)
     await runner.setup()
@@ -195,7 +311,7 @@ async def serve(
         if isinstance(addr, tuple):
             bound = addr[1]
             break
-    print(_banner(host, bound, data_dir, app[HUB]), flush=True)
+    print(_banner(host, bound, data_dir, app[HUB], dev), flush=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -215,9 +331,13 @@ def run(
     *,
     router_factory: RouterFactory | None = None,
     rtc_configuration: Any = None,
+    dev: bool = False,
 ) -> None:
     """Runs the server until SIGINT/SIGTERM (blocking).  ``port=0`` picks a free port
-    (the banner shows which)."""
+    (the banner shows which).  ``dev``: development mode (:mod:`e2ee.server.dev`), only
+    on a loopback address (``ValueError`` otherwise, before anything starts)."""
+    if dev:
+        check_dev_host(host)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -229,5 +349,6 @@ def run(
             data_dir,
             router_factory=router_factory,
             rtc_configuration=rtc_configuration,
+            dev=dev,
         )
     )

@@ -1,6 +1,6 @@
 """The ``e2ee`` command.
 
-e2ee serve [--host 127.0.0.1] [--port 8080] [--data-dir PATH]
+e2ee serve [--host 127.0.0.1] [--port 8080] [--data-dir PATH] [--dev]
 e2ee session create [--e2ee] [--relayed] [--suite N] [--kdf-iterations N] ...
 e2ee token SESSION_ID --role publisher [--ttl SECONDS] [--data TEXT]
 e2ee demo [--participants 3] [--seconds 10] [--json]
@@ -56,7 +56,14 @@ def _serve(args: argparse.Namespace) -> int:
     _needs("server")
     from e2ee import server
 
-    server.run(args.host, args.port, args.data_dir)
+    if args.dev:
+        from e2ee.server.dev import check_dev_host
+
+        try:
+            check_dev_host(args.host)
+        except ValueError as exc:
+            raise SystemExit(f"e2ee: {exc}") from None
+    server.run(args.host, args.port, args.data_dir, dev=args.dev)
     return 0
 
 
@@ -194,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (8080; 0 = any free)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="(./e2ee-data)")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: the page may create test sessions and tokens without "
+        "authentication (loopback addresses only)",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("session", help="manage sessions on a running server")
