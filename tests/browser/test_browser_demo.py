@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from e2ee.tools.browser_demo import format_browser_report, run_browser_demo
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
-
+DEMO_ARGS = ("--seconds", "4", "--json")
 CHROMIUM = os.environ.get("E2EE_CHROMIUM", "/usr/lib/chromium/chromium")
 
 
+@pytest.mark.asyncio(loop_scope="session")
 @pytest.mark.timeout(240)
 @pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM}")
 async def test_browser_demo_reports_measured_counts(tmp_path: Path) -> None:
@@ -46,3 +49,22 @@ async def test_browser_demo_reports_measured_counts(tmp_path: Path) -> None:
     assert shot.stat().st_size > 10_000
     table = format_browser_report(report)
     assert "b1 -> p1 (python)" in table
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM}")
+def test_the_demo_command_runs_a_call_with_a_browser() -> None:
+    # `e2ee demo --browser`, as a person types it (own server, own Chromium).
+    result = subprocess.run(
+        [sys.executable, "-m", "e2ee", "demo", "--browser", "--participants", "2", *DEMO_ARGS],
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert [p["client"] for p in report["participants"]] == ["browser", "python"]
+    for pair in report["pairs"]:
+        assert pair["video_frames_decoded"] > 10, pair
+        assert pair["audio_frames_decoded"] > 10, pair
+    assert report["router"]["frames_decoded"] == 0

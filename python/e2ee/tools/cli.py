@@ -3,7 +3,7 @@
 e2ee serve [--host 127.0.0.1] [--port 8080] [--data-dir PATH] [--dev]
 e2ee session create [--e2ee] [--relayed] [--suite N] [--kdf-iterations N] ...
 e2ee token SESSION_ID --role publisher [--ttl SECONDS] [--data TEXT]
-e2ee demo [--participants 3] [--seconds 10] [--json]
+e2ee demo [--participants 3] [--seconds 10] [--json] [--browser [N]]
 e2ee selftest
 """
 
@@ -154,6 +154,8 @@ def _token(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     _needs("server")
+    if args.browser:
+        return _browser_demo(args)
     from e2ee.tools.demo import format_report, run_demo
 
     report = asyncio.run(
@@ -166,6 +168,27 @@ def _demo(args: argparse.Namespace) -> int:
         )
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _browser_demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("playwright") is None:
+        raise SystemExit("e2ee: demo --browser needs Playwright: pip install 'e2ee-media[test]'")
+    from e2ee.tools.browser_demo import format_browser_report, run_browser_demo
+
+    report = asyncio.run(
+        run_browser_demo(
+            args.participants,
+            args.seconds,
+            browsers=args.browser,
+            url=args.url,
+            data_dir=args.data_dir,
+            progress=not args.json,
+        )
+    )
+    print(json.dumps(report, indent=2) if args.json else format_browser_report(report))
     return 0
 
 
@@ -236,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--url", help="use this server instead of starting one")
     p.add_argument("--data-dir", type=Path, help="with --url: that server's data dir")
+    p.add_argument(
+        "--browser",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="N",
+        help="N of the participants (default 1) are Chromium pages running e2ee.js",
+    )
     p.set_defaults(func=_demo)
 
     p = sub.add_parser(
