@@ -17,7 +17,13 @@ import logging
 import os
 from collections.abc import Sequence
 
-__all__ = ["ENV_VAR", "apply_environment", "restrict_ice_addresses"]
+__all__ = [
+    "ENV_VAR",
+    "apply_environment",
+    "configure_media_addresses",
+    "default_media_addresses",
+    "restrict_ice_addresses",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +55,31 @@ def apply_environment() -> None:
     value = os.environ.get(ENV_VAR, "").strip()
     if value:
         restrict_ice_addresses([a.strip() for a in value.split(",") if a.strip()])
+
+
+def default_media_addresses(host: str) -> list[str]:
+    """The media addresses of a server bound to ``host``: that address when it is a
+    specific IP literal, ``127.0.0.1`` for ``localhost``, none (no restriction) for an
+    unspecified address (``0.0.0.0``, ``::``) or another host name."""
+    if host == "localhost":
+        return ["127.0.0.1"]
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return []
+    return [] if address.is_unspecified else [str(address)]
+
+
+def configure_media_addresses(addresses: Sequence[str] | None, host: str) -> list[str]:
+    """Restricts ICE host candidates for a server bound to ``host``: to ``addresses`` if
+    given, else to ``E2EE_ICE_ADDRESSES`` if set, else to
+    :func:`default_media_addresses`.  Returns the addresses applied (empty: all)."""
+    chosen = [a.strip() for a in addresses or [] if a.strip()]
+    if not chosen:
+        value = os.environ.get(ENV_VAR, "").strip()
+        chosen = [a.strip() for a in value.split(",") if a.strip()]
+    if not chosen:
+        chosen = default_media_addresses(host)
+    if chosen:
+        restrict_ice_addresses(chosen)
+    return chosen

@@ -22,6 +22,15 @@ workers require), is revalidated on every load (``Cache-Control: no-cache`` with
 may carry a session token).  The page gets a Content-Security-Policy that allows only
 this origin's scripts, workers and connections.
 
+Hostile clients: the access log and every log line carrying request text escape it
+(:func:`e2ee.server.logs.clean`); requests aiohttp's parser rejects get a JSON
+``bad_request`` and one WARNING line without traceback; a connection must send a
+complete request head within :data:`HEADER_TIMEOUT` seconds (also the idle keep-alive
+limit) and at most :data:`MAX_CONNECTIONS` are open at once; :func:`run` rate-limits
+repeated WARNING/ERROR lines (:class:`e2ee.server.logs.RateLimitFilter`).  The router
+offers ICE candidates only on the media addresses (``e2ee serve --media-address``,
+default the bind host) and uses no STUN server unless configured (``--stun-server``).
+
 ``e2ee serve --dev`` adds the unauthenticated ``/dev`` endpoints of
 :mod:`e2ee.server.dev`; it is refused unless the server binds a loopback address.
 """
@@ -36,7 +45,7 @@ import ipaddress
 import logging
 import re
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +56,9 @@ from e2ee.rtc import net
 from e2ee.server import rest
 from e2ee.server.dev import add_dev_routes, check_dev_host
 from e2ee.server.errors import ApiError
+from e2ee.server.http_compat import GuardedAppRunner
 from e2ee.server.hub import Hub
+from e2ee.server.logs import RateLimitFilter, clean
 from e2ee.server.media import RouterFactory, default_router_factory
 from e2ee.server.signaling import websocket_handler
 from e2ee.server.store import DEFAULT_DATA_DIR, SQLiteStore, Store, db_path
@@ -69,21 +80,40 @@ _HTTP_CODES = {
 
 
 class _AccessLogger(AbstractAccessLogger):
-    """Logs method, path (never the query string: it carries tokens), status, time."""
+    """Logs method, path (never the query string: it carries tokens), status, time; the
+    request's text escaped (:func:`e2ee.server.logs.clean`)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             '%s "%s %s" %s %.1f ms',
-            request.remote,
-            request.method,
-            request.path,
+            clean(request.remote),
+            clean(request.method, 16),
+            clean(request.path),
             response.status,
             time * 1000,
         )
 
 
+#: Seconds a connection may take to send a complete request (head) after it opens or
+#: after its previous response; idle and half-sent connections are closed after it.
+HEADER_TIMEOUT = 10.0
+#: Open connections the server keeps at most; further ones are closed at once.
+MAX_CONNECTIONS = 1000
+
+
 def _error_response(err: ApiError) -> web.Response:
     return web.json_response(err.body(), status=err.status, headers={"Cache-Control": "no-store"})
+
+
+def reject_malformed(remote: str | None, status: int, reason: str) -> web.Response:
+    """The answer to a request aiohttp's parser refused: one escaped WARNING line, no
+    traceback, a JSON error, and the connection closed."""
+    log.warning("rejected a malformed request from %s: %s", clean(remote), clean(reason, 120))
+    resp = _error_response(
+        ApiError(_HTTP_CODES.get(status, "bad_request"), "malformed HTTP request", status)
+    )
+    resp.force_close()
+    return resp
 
 
 @web.middleware
@@ -113,7 +143,7 @@ async def _errors(
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("%s %s failed", request.method, request.path)
+        log.exception("%s %s failed", clean(request.method, 16), clean(request.path))
         return _error_response(ApiError("internal_error", "internal server error", 500))
 
 
@@ -292,17 +322,27 @@ async def serve(
     rtc_configuration: Any = None,
     stop: asyncio.Event | None = None,
     dev: bool = False,
+    media_addresses: Sequence[str] | None = None,
 ) -> None:
     """Serves until ``stop`` is set (or SIGINT/SIGTERM).  ``dev``: development mode,
-    refused (``ValueError``) unless ``host`` is a loopback address."""
+    refused (``ValueError``) unless ``host`` is a loopback address.  ``media_addresses``:
+    the only addresses the router offers as ICE candidates (default: ``E2EE_ICE_ADDRESSES``,
+    else the bind host, :func:`e2ee.rtc.net.configure_media_addresses`)."""
     if dev:
         check_dev_host(host)
     data_dir = Path(data_dir)
-    net.apply_environment()  # E2EE_ICE_ADDRESSES: which addresses the router offers
+    net.configure_media_addresses(media_addresses, host)  # which addresses ICE offers
     app = await create_app(
         data_dir, router_factory=router_factory, rtc_configuration=rtc_configuration, dev=dev
     )
-    runner = web.AppRunner(app, access_log_class=_AccessLogger, shutdown_timeout=5.0)
+    runner = GuardedAppRunner(
+        app,
+        max_connections=MAX_CONNECTIONS,
+        reject=reject_malformed,
+        access_log_class=_AccessLogger,
+        shutdown_timeout=5.0,
+        keepalive_timeout=HEADER_TIMEOUT,  # also closes connections that never finish a head
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -332,6 +372,7 @@ def run(
     router_factory: RouterFactory | None = None,
     rtc_configuration: Any = None,
     dev: bool = False,
+    media_addresses: Sequence[str] | None = None,
 ) -> None:
     """Runs the server until SIGINT/SIGTERM (blocking).  ``port=0`` picks a free port
     (the banner shows which).  ``dev``: development mode (:mod:`e2ee.server.dev`), only
@@ -342,6 +383,8 @@ def run(
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RateLimitFilter())
     asyncio.run(
         serve(
             host,
@@ -350,5 +393,6 @@ def run(
             router_factory=router_factory,
             rtc_configuration=rtc_configuration,
             dev=dev,
+            media_addresses=media_addresses,
         )
     )

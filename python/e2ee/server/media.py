@@ -65,6 +65,9 @@ def media_error(exc: Exception, what: str) -> ApiError:
         return ApiError("unknown_stream", "no such stream in this session")
     if "UnknownSubscription" in names:
         return ApiError("unknown_subscription", "no such subscription on this connection")
+    if "InvalidSdp" in names or isinstance(exc, AssertionError):
+        # Malformed SDP (aiortc's parser asserts on some): the client's fault, no traceback.
+        return ApiError("bad_request", f"the {what} was refused: {text or 'malformed SDP'}")
     if isinstance(exc, ValueError):
         return ApiError("bad_request", f"the {what} was refused: {text or 'invalid SDP'}")
     log.error("media router failed during %s", what, exc_info=exc)

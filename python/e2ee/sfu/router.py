@@ -85,6 +85,7 @@ from e2ee.sfu.sdp import (
     check_codecs,
     codec_preferences,
     media_ssrc,
+    parse_checked,
     without_media_derived_extensions,
 )
 
@@ -134,7 +135,9 @@ class Router:
         self.e2ee = e2ee
         self.pli_interval = pli_interval
         self.queue_frames = queue_frames
-        self.rtc_configuration = rtc_configuration
+        # No STUN server unless configured: aiortc's default would make every peer
+        # connection resolve and contact a public third-party server.
+        self.rtc_configuration = rtc_configuration or RTCConfiguration(iceServers=[])
         self.on_stream_ended: Callable[[str, str], None] | None = None
         self.on_subscription_ended: Callable[[str, str, str], None] | None = None
         self._streams: dict[str, _Stream] = {}
@@ -167,7 +170,7 @@ class Router:
             raise ValueError(f"stream {stream_id!r} is already published")
         if self.e2ee:
             offer = without_media_derived_extensions(offer)
-        description = aiortc_sdp.SessionDescription.parse(offer.sdp)
+        description = parse_checked(offer.sdp, f"stream {stream_id!r}")
         check_codecs(description, f"stream {stream_id!r}", self.e2ee)
         media_av = [m for m in description.media if m.kind in ALLOWED_CODECS]
         if not media_av:
@@ -308,7 +311,7 @@ class Router:
             raise ValueError(f"accept_answer() needs an answer, got {answer.type!r}")
         if self.e2ee:
             answer = without_media_derived_extensions(answer)
-        description = aiortc_sdp.SessionDescription.parse(answer.sdp)
+        description = parse_checked(answer.sdp, f"subscription {subscription_id!r}")
         check_codecs(description, f"subscription {subscription_id!r}", self.e2ee)
         await sub.pc.setRemoteDescription(answer)
 

@@ -15,6 +15,12 @@ Media-derived header extensions
     from publishers' offers before applying them, so its answers leave them out, and from
     its own offers to subscribers (:func:`without_media_derived_extensions`).
 
+Validation
+    :func:`parse_checked` checks what aiortc's parser assumes before handing the text to
+    it (every audio/video m-line has formats, a DTLS fingerprint and ICE credentials at
+    session or media level) and turns any parse failure (aiortc asserts on some) into
+    :class:`InvalidSdp`, a ``ValueError`` the server answers with ``bad_request``.
+
 Media SSRC
     PLIs to a publisher name the publisher's media SSRC from its offer
     (:func:`media_ssrc`): the first SSRC of the FID group, else the first ``a=ssrc``,
@@ -33,15 +39,67 @@ from e2ee.wire.extmap import MEDIA_DERIVED_EXTENSIONS, strip_media_derived_exten
 __all__ = [
     "ALLOWED_CODECS",
     "MEDIA_DERIVED_EXTENSIONS",
+    "InvalidSdp",
     "check_codecs",
     "codec_preferences",
     "media_ssrc",
+    "parse_checked",
     "strip_media_derived_extensions",
+    "validate_sdp",
     "without_media_derived_extensions",
 ]
 
 #: The one media codec the router forwards per m-line kind (lower-case MIME type).
 ALLOWED_CODECS = {"video": "video/vp8", "audio": "audio/opus"}
+
+
+class InvalidSdp(ValueError):
+    """A session description the router cannot use (malformed or incomplete)."""
+
+
+#: The longest SDP the router parses (characters).
+MAX_SDP_CHARS = 64 * 1024
+
+
+def validate_sdp(text: str, what: str) -> None:
+    """Raise :class:`InvalidSdp` unless ``text`` is SDP whose every m-line has a port,
+    a protocol and (audio/video) formats, and whose every m-line has a DTLS fingerprint
+    and ICE ufrag/pwd, at session or media level."""
+    if len(text) > MAX_SDP_CHARS:
+        raise InvalidSdp(f"{what}: the SDP is over {MAX_SDP_CHARS} characters")
+    session: set[str] = set()
+    sections: list[tuple[str, set[str]]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            fields = line[2:].split()
+            kind = fields[0] if fields else ""
+            if len(fields) < 3 or (kind in ALLOWED_CODECS and len(fields) < 4):
+                raise InvalidSdp(f"{what}: an m-line without formats ({line[:60]!r})")
+            sections.append((kind, set()))
+        elif line.startswith("a="):
+            name = line[2:].split(":", 1)[0]
+            (sections[-1][1] if sections else session).add(name)
+    if not sections:
+        raise InvalidSdp(f"{what}: no m-lines")
+    for kind, attrs in sections:
+        have = attrs | session
+        for needed, label in (
+            ("fingerprint", "a DTLS fingerprint"),
+            ("ice-ufrag", "an ICE ufrag"),
+            ("ice-pwd", "an ICE password"),
+        ):
+            if needed not in have:
+                raise InvalidSdp(f"{what}: the {kind or '?'} m-line has no {label}")
+
+
+def parse_checked(text: str, what: str) -> aiortc_sdp.SessionDescription:
+    """:func:`validate_sdp`, then aiortc's parser; any failure is :class:`InvalidSdp`."""
+    validate_sdp(text, what)
+    try:
+        return aiortc_sdp.SessionDescription.parse(text)
+    except (AssertionError, ValueError, IndexError, KeyError, TypeError) as exc:
+        raise InvalidSdp(f"{what}: malformed SDP") from exc
 
 
 def codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:

@@ -1,6 +1,7 @@
 """The ``e2ee`` command.
 
 e2ee serve [--host 127.0.0.1] [--port 8080] [--data-dir PATH] [--dev]
+           [--media-address ADDR] [--stun-server URL]
 e2ee session create [--e2ee] [--relayed] [--suite N] [--kdf-iterations N] ...
 e2ee token SESSION_ID --role publisher [--ttl SECONDS] [--data TEXT]
 e2ee demo [--participants 3] [--seconds 10] [--json] [--browser [N]]
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import sys
@@ -50,6 +52,13 @@ def _needs(extra: str) -> None:
         )
 
 
+def _ip_literal(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {value!r}") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     # No self-test here: the serving process never loads the crypto core (it routes
     # media it cannot read); scripts/serve runs `e2ee selftest` first, in its own process.
@@ -63,7 +72,19 @@ def _serve(args: argparse.Namespace) -> int:
             check_dev_host(args.host)
         except ValueError as exc:
             raise SystemExit(f"e2ee: {exc}") from None
-    server.run(args.host, args.port, args.data_dir, dev=args.dev)
+    rtc_configuration = None
+    if args.stun_server:
+        from aiortc import RTCConfiguration, RTCIceServer
+
+        rtc_configuration = RTCConfiguration(iceServers=[RTCIceServer(urls=args.stun_server)])
+    server.run(
+        args.host,
+        args.port,
+        args.data_dir,
+        dev=args.dev,
+        media_addresses=args.media_address,
+        rtc_configuration=rtc_configuration,
+    )
     return 0
 
 
@@ -229,6 +250,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="development mode: the page may create test sessions and tokens without "
         "authentication (loopback addresses only)",
+    )
+    p.add_argument(
+        "--media-address",
+        action="append",
+        metavar="ADDR",
+        type=_ip_literal,
+        help="offer only this address as ICE candidate (repeatable; default: the bind "
+        "host if it is an IP address, 127.0.0.1 for localhost)",
+    )
+    p.add_argument(
+        "--stun-server",
+        action="append",
+        metavar="URL",
+        help="STUN server for the router, e.g. stun:stun.example.org:3478 (repeatable; "
+        "default: none)",
     )
     p.set_defaults(func=_serve)
 
