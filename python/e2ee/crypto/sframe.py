@@ -12,6 +12,11 @@ Everything here runs in the Rust core; this module only names it.  A frame is
 
 Every bytes-like argument takes ``bytes``, ``bytearray``, ``memoryview`` or anything
 else with the buffer protocol, without copying.
+
+An ``Encryptor`` or ``Decryptor`` may be shared between threads: each call takes the
+object's own lock (uncontended: one atomic operation), so every frame gets its own CTR
+and a (KID, CTR) is accepted once, whichever thread decrypts it.  A ``base_key`` is at
+least 16 bytes.
 """
 
 from __future__ import annotations

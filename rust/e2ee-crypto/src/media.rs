@@ -107,7 +107,7 @@ impl FrameSender {
 
     /// Bytes [`encrypt_into`](Self::encrypt_into) writes for a frame of `n` bytes.
     pub fn output_len(&self, n: usize) -> Result<usize> {
-        Ok(self.enc.as_ref().ok_or(Error::SecretMissing)?.output_len(n))
+        self.enc.as_ref().ok_or(Error::SecretMissing)?.output_len(n)
     }
 
     /// Where the parts of `frame` go in its wire form: `(clear_len, header_len)`; the

@@ -15,6 +15,21 @@ pub const MAX_TAG_LEN: usize = 16;
 /// Largest plaintext accepted: AES-CTR's 32-bit block counter (RFC 9605 §4.5.1 starts
 /// it at zero for each frame) must not wrap.  Far above any media frame.
 pub const MAX_PLAINTEXT_LEN: usize = (u32::MAX as usize) * 16;
+/// Shortest `base_key` accepted.  HKDF takes any length, but a key shorter than the
+/// 128-bit security every suite aims at is a mistake (an empty one is no key at all).
+/// The official vectors use 16-byte base keys for every suite.
+pub const MIN_BASE_KEY_LEN: usize = 16;
+
+/// Refuses a `base_key` shorter than [`MIN_BASE_KEY_LEN`].
+pub fn check_base_key(base_key: &[u8]) -> Result<()> {
+    if base_key.len() < MIN_BASE_KEY_LEN {
+        return Err(Error::InvalidLength(format!(
+            "a base key is at least {MIN_BASE_KEY_LEN} bytes, not {}",
+            base_key.len()
+        )));
+    }
+    Ok(())
+}
 
 /// `sframe_key` and `sframe_salt` for one KID, RFC 9605 §4.4.2:
 ///
@@ -23,12 +38,14 @@ pub const MAX_PLAINTEXT_LEN: usize = (u32::MAX as usize) * 16;
 /// sframe_key    = HKDF-Expand(sframe_secret, "SFrame 1.0 Secret key "  || KID || suite, Nk)
 /// sframe_salt   = HKDF-Expand(sframe_secret, "SFrame 1.0 Secret salt " || KID || suite, Nn)
 /// ```
-/// with KID as a 64-bit and the suite as a 16-bit big-endian integer.
+/// with KID as a 64-bit and the suite as a 16-bit big-endian integer.  Refuses a
+/// `base_key` shorter than [`MIN_BASE_KEY_LEN`].
 pub fn derive_key_salt(
     suite: CipherSuite,
     base_key: &[u8],
     kid: u64,
-) -> (Zeroizing<Vec<u8>>, [u8; 12]) {
+) -> Result<(Zeroizing<Vec<u8>>, [u8; 12])> {
+    check_base_key(base_key)?;
     let mut key_label = Vec::with_capacity(32);
     key_label.extend_from_slice(b"SFrame 1.0 Secret key ");
     key_label.extend_from_slice(&kid.to_be_bytes());
@@ -43,7 +60,7 @@ pub fn derive_key_salt(
     prk.expand(&key_label, &mut key);
     let mut salt = [0u8; 12];
     prk.expand(&salt_label, &mut salt);
-    (key, salt)
+    Ok((key, salt))
 }
 
 /// A KID's ready-to-use key: the AEAD with its key schedule expanded once, and the salt.
@@ -61,7 +78,7 @@ impl Drop for FrameKey {
 
 impl FrameKey {
     pub fn new(suite: CipherSuite, base_key: &[u8], kid: u64) -> Result<Self> {
-        let (key, salt) = derive_key_salt(suite, base_key, kid);
+        let (key, salt) = derive_key_salt(suite, base_key, kid)?;
         let aead = AeadKey::new(suite, &key)?;
         Ok(FrameKey { suite, aead, salt })
     }
@@ -118,6 +135,18 @@ impl FrameKey {
     }
 }
 
+/// `header_len + body_len + tag_len`, or `InvalidLength` if it does not fit a `usize`.
+pub(crate) fn frame_len(header_len: usize, body_len: usize, tag_len: usize) -> Result<usize> {
+    header_len
+        .checked_add(body_len)
+        .and_then(|n| n.checked_add(tag_len))
+        .ok_or_else(|| {
+            Error::InvalidLength(format!(
+                "a frame of {body_len} bytes is too long to encrypt"
+            ))
+        })
+}
+
 /// Checks a plaintext length against [`MAX_PLAINTEXT_LEN`].
 fn check_plaintext_len(n: usize) -> Result<()> {
     if n > MAX_PLAINTEXT_LEN {
@@ -158,10 +187,11 @@ impl Encryptor {
         self.next_ctr
     }
 
-    /// Bytes [`encrypt_into`](Self::encrypt_into) writes for a plaintext of `n` bytes.
-    pub fn output_len(&self, n: usize) -> usize {
-        let ctr = self.next_ctr.unwrap_or(u64::MAX);
-        Header::new(self.kid, ctr).len() + n + self.key.suite.nt()
+    /// Bytes [`encrypt_into`](Self::encrypt_into) writes for a plaintext of `n` bytes;
+    /// `InvalidLength` for a plaintext longer than [`MAX_PLAINTEXT_LEN`].
+    pub fn output_len(&self, n: usize) -> Result<usize> {
+        check_plaintext_len(n)?;
+        frame_len(self.header_len(), n, self.key.suite.nt())
     }
 
     /// Length of the next frame's header: where [`encrypt_in_place`](Self::encrypt_in_place)
@@ -185,7 +215,7 @@ impl Encryptor {
         check_plaintext_len(plaintext_len)?;
         let header = Header::new(self.kid, ctr);
         let nt = self.key.suite.nt();
-        let total = header.len() + plaintext_len + nt;
+        let total = frame_len(header.len(), plaintext_len, nt)?;
         let Some(buf) = buf.get_mut(..total) else {
             return Err(Error::InvalidLength(format!(
                 "output buffer too small: {} < {total} bytes",
@@ -210,7 +240,7 @@ impl Encryptor {
         out: &mut [u8],
     ) -> Result<usize> {
         let hlen = self.header_len();
-        let total = self.output_len(plaintext.len());
+        let total = self.output_len(plaintext.len())?;
         let Some(body) = out.get_mut(hlen..total.saturating_sub(self.key.suite.nt())) else {
             return Err(Error::InvalidLength(format!(
                 "output buffer too small: {} < {total} bytes",
@@ -223,8 +253,7 @@ impl Encryptor {
 
     /// The allocating form of [`encrypt_into`](Self::encrypt_into).
     pub fn encrypt(&mut self, plaintext: &[u8], metadata: &[u8]) -> Result<Vec<u8>> {
-        check_plaintext_len(plaintext.len())?;
-        let mut out = vec![0u8; self.output_len(plaintext.len())];
+        let mut out = vec![0u8; self.output_len(plaintext.len())?];
         let n = self.encrypt_into(plaintext, metadata, &mut out)?;
         out.truncate(n);
         Ok(out)
@@ -422,4 +451,58 @@ pub fn aead_decrypt(
     let mut out = vec![0u8; ct_len];
     aead.open(nonce, aad, b"", ct, tag, &mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 16] = [7u8; 16];
+
+    #[test]
+    fn output_len_refuses_impossible_lengths() {
+        for suite in CipherSuite::ALL {
+            let Ok(enc) = Encryptor::new(suite, &KEY, 1, 0) else {
+                panic!("a 16-byte base key is valid for suite {}", suite.id());
+            };
+            assert_eq!(enc.output_len(10), Ok(enc.header_len() + 10 + suite.nt()));
+            assert!(enc.output_len(MAX_PLAINTEXT_LEN).is_ok());
+            for n in [MAX_PLAINTEXT_LEN + 1, usize::MAX - 5, usize::MAX] {
+                assert!(matches!(enc.output_len(n), Err(Error::InvalidLength(_))));
+            }
+        }
+        assert!(matches!(
+            frame_len(usize::MAX, 1, 0),
+            Err(Error::InvalidLength(_))
+        ));
+        assert!(matches!(
+            frame_len(1, usize::MAX - 1, 1),
+            Err(Error::InvalidLength(_))
+        ));
+        assert_eq!(frame_len(1, 2, 3), Ok(6));
+    }
+
+    #[test]
+    fn short_base_keys_are_refused() {
+        for suite in CipherSuite::ALL {
+            for n in [0, 1, MIN_BASE_KEY_LEN - 1] {
+                let key = vec![1u8; n];
+                assert!(matches!(
+                    derive_key_salt(suite, &key, 1),
+                    Err(Error::InvalidLength(_))
+                ));
+                assert!(matches!(
+                    Encryptor::new(suite, &key, 1, 0),
+                    Err(Error::InvalidLength(_))
+                ));
+                let Ok(mut dec) = Decryptor::new(suite, 128) else {
+                    panic!("a 128 window is valid");
+                };
+                assert!(matches!(dec.add_key(1, &key), Err(Error::InvalidLength(_))));
+                assert!(dec.is_empty());
+            }
+            assert!(derive_key_salt(suite, &KEY, 1).is_ok());
+            assert!(derive_key_salt(suite, &[2u8; 64], 1).is_ok());
+        }
+    }
 }

@@ -82,7 +82,7 @@ fn key_schedule_and_full_frames() {
             hex(c, "ct"),
         );
 
-        let (key, salt) = derive_key_salt(suite, &base_key, kid);
+        let (key, salt) = derive_key_salt(suite, &base_key, kid).unwrap();
         assert_eq!(
             &key[..],
             &hex(c, "sframe_key")[..],

@@ -6,6 +6,7 @@ mod error;
 mod media;
 mod secret;
 mod sframe;
+mod shared;
 
 use pyo3::prelude::*;
 

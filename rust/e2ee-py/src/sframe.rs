@@ -7,6 +7,7 @@ use pyo3::types::PyBytes;
 
 use crate::buf::{Buf, new_bytes_placed, read_opt, slice_opt};
 use crate::error::{CoreError, CoreResult};
+use crate::shared::Shared;
 
 /// Below this many bytes the work is shorter than releasing and retaking the GIL.
 const DETACH_THRESHOLD: usize = 4096;
@@ -50,7 +51,7 @@ pub(crate) fn derive_key_salt<'py>(
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
     let suite = suite_of(suite)?;
     let base_key = Buf::read(base_key)?;
-    let (key, salt) = core::derive_key_salt(suite, base_key.as_slice(), kid);
+    let (key, salt) = core::derive_key_salt(suite, base_key.as_slice(), kid).map_err(CoreError)?;
     Ok((PyBytes::new(py, &key), PyBytes::new(py, &salt)))
 }
 
@@ -95,10 +96,13 @@ pub(crate) fn suite_params(suite: i64) -> CoreResult<(usize, usize, usize, usize
     Ok((s.nk(), s.nn(), s.nt(), s.nh(), s.name()))
 }
 
-/// Encrypts frames for one KID (RFC 9605 §4.4.3).
-#[pyclass(module = "e2ee._core")]
+/// Encrypts frames for one KID (RFC 9605 §4.4.3).  Safe to share between threads:
+/// each frame takes the next CTR.
+#[pyclass(module = "e2ee._core", frozen)]
 pub(crate) struct Encryptor {
-    inner: core::Encryptor,
+    inner: Shared<core::Encryptor>,
+    suite: u16,
+    kid: u64,
 }
 
 #[pymethods]
@@ -109,35 +113,44 @@ impl Encryptor {
         let base_key = Buf::read(base_key)?;
         let inner = core::Encryptor::new(suite_of(suite)?, base_key.as_slice(), kid, counter)
             .map_err(CoreError)?;
-        Ok(Encryptor { inner })
+        let (suite, kid) = (inner.suite().id(), inner.kid());
+        Ok(Encryptor {
+            inner: Shared::new(inner),
+            suite,
+            kid,
+        })
     }
 
     #[getter]
     fn suite(&self) -> u16 {
-        self.inner.suite().id()
+        self.suite
     }
 
     #[getter]
     fn kid(&self) -> u64 {
-        self.inner.kid()
+        self.kid
     }
 
     /// The CTR of the next frame; 2**64 once every value is used.
     #[getter]
-    fn counter(&self) -> u128 {
-        self.inner.counter().map_or(1u128 << 64, u128::from)
+    fn counter(&self, py: Python<'_>) -> u128 {
+        self.inner
+            .lock(py)
+            .counter()
+            .map_or(1u128 << 64, u128::from)
     }
 
-    /// Bytes `encrypt` returns for a plaintext of `n` bytes.
-    fn output_length(&self, n: usize) -> usize {
-        self.inner.output_len(n)
+    /// Bytes `encrypt` returns for a plaintext of `n` bytes; `InvalidLength` for a
+    /// plaintext longer than an SFrame can carry.
+    fn output_length(&self, py: Python<'_>, n: usize) -> CoreResult<usize> {
+        Ok(self.inner.lock(py).output_len(n)?)
     }
 
     /// Writes `header || ciphertext || tag` into the writable buffer `out`; returns the
     /// number of bytes written.
     #[pyo3(signature = (plaintext, out, metadata = None))]
     fn encrypt_into(
-        &mut self,
+        &self,
         py: Python<'_>,
         plaintext: &Bound<'_, PyAny>,
         out: &Bound<'_, PyAny>,
@@ -149,14 +162,15 @@ impl Encryptor {
         let inputs: Vec<&Buf> = std::iter::once(&pt).chain(md.as_ref()).collect();
         out.check_disjoint(&inputs)?;
         let (pt, md, out) = (pt.as_slice(), slice_opt(&md), out.as_mut_slice());
-        let inner = &mut self.inner;
+        let mut guard = self.inner.lock(py);
+        let inner = &mut *guard;
         Ok(run(py, pt.len(), || inner.encrypt_into(pt, md, out)).map_err(CoreError)?)
     }
 
     /// `header || ciphertext || tag`, as new bytes.
     #[pyo3(signature = (plaintext, metadata = None))]
     fn encrypt<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         plaintext: &Bound<'py, PyAny>,
         metadata: Option<&Bound<'py, PyAny>>,
@@ -164,8 +178,11 @@ impl Encryptor {
         let pt = Buf::read(plaintext)?;
         let md = read_opt(metadata)?;
         let (pt, md) = (pt.as_slice(), slice_opt(&md));
-        let (n, hlen) = (self.inner.output_len(pt.len()), self.inner.header_len());
-        let inner = &mut self.inner;
+        // Held from sizing to sealing: the header length depends on the CTR.
+        let mut guard = self.inner.lock(py);
+        let inner = &mut *guard;
+        let n = inner.output_len(pt.len()).map_err(CoreError)?;
+        let hlen = inner.header_len();
         // The plaintext is copied once, into its place in the new bytes object, and
         // encrypted there.
         new_bytes_placed(py, n, &[(hlen, pt)], |out| {
@@ -175,20 +192,24 @@ impl Encryptor {
         })
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Encryptor(suite={}, kid={:#x}, counter={})",
-            self.inner.suite().id(),
-            self.inner.kid(),
-            self.counter()
+            self.suite,
+            self.kid,
+            self.counter(py)
         )
     }
 }
 
-/// Decrypts frames of the registered KIDs, with a replay window per KID.
-#[pyclass(module = "e2ee._core")]
+/// Decrypts frames of the registered KIDs, with a replay window per KID.  Safe to
+/// share between threads: a (KID, CTR) is accepted at most once whichever thread
+/// decrypts it.
+#[pyclass(module = "e2ee._core", frozen)]
 pub(crate) struct Decryptor {
-    inner: core::Decryptor,
+    inner: Shared<core::Decryptor>,
+    suite: CipherSuite,
+    replay_window: u32,
 }
 
 #[pymethods]
@@ -196,54 +217,58 @@ impl Decryptor {
     #[new]
     #[pyo3(signature = (suite, *, replay_window = 128))]
     fn new(suite: i64, replay_window: u32) -> CoreResult<Self> {
+        let suite = suite_of(suite)?;
         Ok(Decryptor {
-            inner: core::Decryptor::new(suite_of(suite)?, replay_window)?,
+            inner: Shared::new(core::Decryptor::new(suite, replay_window)?),
+            suite,
+            replay_window,
         })
     }
 
     #[getter]
     fn suite(&self) -> u16 {
-        self.inner.suite().id()
+        self.suite.id()
     }
 
     #[getter]
     fn replay_window(&self) -> u32 {
-        self.inner.replay_window()
+        self.replay_window
     }
 
     /// Registers `base_key` for `kid` (a KID keeps its replay window across re-adds).
-    fn add_key(&mut self, kid: u64, base_key: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn add_key(&self, py: Python<'_>, kid: u64, base_key: &Bound<'_, PyAny>) -> PyResult<()> {
         let base_key = Buf::read(base_key)?;
         Ok(self
             .inner
+            .lock(py)
             .add_key(kid, base_key.as_slice())
             .map_err(CoreError)?)
     }
 
     /// Forgets `kid`; `UnknownKeyId` if it was not registered.
-    fn remove_key(&mut self, kid: u64) -> CoreResult<()> {
-        if self.inner.remove_key(kid) {
+    fn remove_key(&self, py: Python<'_>, kid: u64) -> CoreResult<()> {
+        if self.inner.lock(py).remove_key(kid) {
             Ok(())
         } else {
             Err(Error::UnknownKeyId(kid).into())
         }
     }
 
-    fn has_key(&self, kid: u64) -> bool {
-        self.inner.has_key(kid)
+    fn has_key(&self, py: Python<'_>, kid: u64) -> bool {
+        self.inner.lock(py).has_key(kid)
     }
 
-    fn __contains__(&self, kid: u64) -> bool {
-        self.inner.has_key(kid)
+    fn __contains__(&self, py: Python<'_>, kid: u64) -> bool {
+        self.inner.lock(py).has_key(kid)
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len()
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.inner.lock(py).len()
     }
 
     /// The registered KIDs, sorted.
-    fn kids(&self) -> Vec<u64> {
-        let mut kids: Vec<u64> = self.inner.kids().collect();
+    fn kids(&self, py: Python<'_>) -> Vec<u64> {
+        let mut kids: Vec<u64> = self.inner.lock(py).kids().collect();
         kids.sort_unstable();
         kids
     }
@@ -252,7 +277,7 @@ impl Decryptor {
     /// length.  On failure `out` holds no plaintext.
     #[pyo3(signature = (data, out, metadata = None))]
     fn decrypt_into(
-        &mut self,
+        &self,
         py: Python<'_>,
         data: &Bound<'_, PyAny>,
         out: &Bound<'_, PyAny>,
@@ -264,14 +289,15 @@ impl Decryptor {
         let inputs: Vec<&Buf> = std::iter::once(&data).chain(md.as_ref()).collect();
         out.check_disjoint(&inputs)?;
         let (data, md, out) = (data.as_slice(), slice_opt(&md), out.as_mut_slice());
-        let inner = &mut self.inner;
+        let mut guard = self.inner.lock(py);
+        let inner = &mut *guard;
         Ok(run(py, data.len(), || inner.decrypt_into(data, md, out)).map_err(CoreError)?)
     }
 
     /// The plaintext of `data`, as new bytes.
     #[pyo3(signature = (data, metadata = None))]
     fn decrypt<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         data: &Bound<'py, PyAny>,
         metadata: Option<&Bound<'py, PyAny>>,
@@ -279,10 +305,9 @@ impl Decryptor {
         let data = Buf::read(data)?;
         let md = read_opt(metadata)?;
         let (data, md) = (data.as_slice(), slice_opt(&md));
-        let n = layout(self.inner.suite(), data)
-            .map_err(CoreError)?
-            .ciphertext_len;
-        let inner = &mut self.inner;
+        let n = layout(self.suite, data).map_err(CoreError)?.ciphertext_len;
+        let mut guard = self.inner.lock(py);
+        let inner = &mut *guard;
         PyBytes::new_with(py, n, |out| {
             run(py, data.len(), || inner.decrypt_into(data, md, out))
                 .map(drop)
@@ -290,11 +315,11 @@ impl Decryptor {
         })
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Decryptor(suite={}, kids={})",
-            self.inner.suite().id(),
-            self.inner.len()
+            self.suite.id(),
+            self.__len__(py)
         )
     }
 }

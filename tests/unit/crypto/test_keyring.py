@@ -31,8 +31,10 @@ def test_invalid_secrets_are_refused_and_the_old_one_stays(secret: str) -> None:
 
 
 @pytest.mark.parametrize("secret", [b"bytes secret", 12345678, None, ["a" * 8]])
-def test_non_str_secrets_are_a_type_error(secret: object) -> None:
-    with pytest.raises(TypeError):
+def test_non_str_secrets_are_an_invalid_secret(secret: object) -> None:
+    # InvalidEncryptionSecret is a ValueError: the one error a caller handles for any bad
+    # secret (see test_hardening.py for every entry point).
+    with pytest.raises(InvalidEncryptionSecret, match="must be a str"):
         ring().set_secret(secret)  # type: ignore[arg-type]
 
 

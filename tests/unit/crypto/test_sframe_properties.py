@@ -540,8 +540,8 @@ def test_secret_id_of_a_derived_key() -> None:
 
 
 @pytest.mark.parametrize("secret", [b"bytes secret", 12345678, None, bytearray(b"12345678")])
-def test_non_str_secret_is_type_error(secret: object) -> None:
-    with pytest.raises(TypeError):
+def test_non_str_secret_is_invalid_secret(secret: object) -> None:
+    with pytest.raises(errors.InvalidEncryptionSecret, match="must be a str"):
         e2ee.derive_secret_key(secret, "session", iterations=ITERATIONS)  # type: ignore[arg-type]
 
 
