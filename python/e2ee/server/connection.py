@@ -10,21 +10,26 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from e2ee.server.errors import CLOSE_TOO_SLOW
+from e2ee.server.http_compat import abort_websocket
 from e2ee.server.tokens import Role
 
-__all__ = ["SEND_QUEUE_LIMIT", "Connection", "new_id"]
+__all__ = ["SEND_QUEUE_LIMIT", "SLOW_DRAIN_SECONDS", "Connection", "new_id"]
 
 log = logging.getLogger(__name__)
 
 #: Messages waiting to be written to one client; a client that falls this far behind is
-#: disconnected (close code 4008) rather than slowing down everyone else.
+#: sent ``{"type": "disconnected", "reason": "too_slow"}`` (the queue keeps room for it)
+#: and closed with 4008 rather than slowing down everyone else.
 SEND_QUEUE_LIMIT = 512
+#: A client closed for slowness gets this long to read what is queued (the
+#: ``disconnected`` message and the close frame last); then its socket is dropped.
+SLOW_DRAIN_SECONDS = 10.0
 
 
 def new_id() -> str:
@@ -39,10 +44,14 @@ class Connection:
     """One client on the WebSocket.  Outgoing messages go through a bounded queue and a
     writer task, so a slow client never blocks a broadcast to the others."""
 
-    def __init__(self, ws: web.WebSocketResponse, role: Role, data: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, role: Role, data: str, jti: str = "") -> None:
         self.id = new_id()
         self.role: Role = role
         self.data = data
+        #: The ``jti`` of the token the client joined with: one participant.
+        self.jti = jti
+        #: Called once when the client is dropped for being too slow.
+        self.on_too_slow: Callable[[], None] | None = None
         self.created_at = time.time()
         self.ws = ws
         self.alive = True
@@ -59,10 +68,27 @@ class Connection:
         if not self.alive:
             return
         if self._queue.qsize() >= SEND_QUEUE_LIMIT:
-            log.warning("connection %s is too slow; disconnecting it", self.id)
-            self.close(CLOSE_TOO_SLOW, "too slow: too many messages queued")
+            self._too_slow()
             return
         self._queue.put_nowait(json.dumps(message, separators=(",", ":")))
+
+    def _too_slow(self) -> None:
+        log.warning("connection %s is too slow; disconnecting it", self.id)
+        # Past the limit on purpose: the room kept for the last message and the close.
+        self._queue.put_nowait('{"type":"disconnected","reason":"too_slow"}')
+        self.close(CLOSE_TOO_SLOW, "too slow: too many messages queued")
+        asyncio.get_running_loop().call_later(SLOW_DRAIN_SECONDS, self._abort)
+        callback, self.on_too_slow = self.on_too_slow, None
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                log.exception("too-slow callback of connection %s failed", self.id)
+
+    def _abort(self) -> None:
+        if not self._writer.done():
+            self._writer.cancel()
+        abort_websocket(self.ws)
 
     def close(self, code: int, reason: str) -> None:
         """Closes the WebSocket after the messages already queued."""

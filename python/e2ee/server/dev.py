@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import secrets
 import time
 from typing import Any
 
@@ -37,7 +36,7 @@ from aiohttp import web
 from e2ee.server.errors import ApiError
 from e2ee.server.hub import Hub
 from e2ee.server.rest import parse_session_options, session_json
-from e2ee.server.store import DuplicateSession, SessionRecord
+from e2ee.server.store import DuplicateSession, SessionRecord, new_session_id
 from e2ee.server.tokens import DEFAULT_TTL, MAX_DATA_CHARS, MAX_TTL, ROLES, mint_token
 from e2ee.wire.params import DEFAULT_ITERATIONS, DEFAULT_SUITE
 
@@ -121,7 +120,7 @@ def add_dev_routes(app: web.Application, hub: Hub) -> None:
         body = await _body(request, _SESSION_FIELDS)
         options = parse_session_options({**body, "e2ee": True, "media_mode": "routed"})
         for _ in range(3):
-            record = SessionRecord(id=secrets.token_urlsafe(24), created_at=time.time(), **options)
+            record = SessionRecord(id=new_session_id(), created_at=time.time(), **options)
             try:
                 await hub.store.create_session(record)
                 break

@@ -13,6 +13,7 @@ __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_NOT_FOUND",
     "CLOSE_PARTICIPANT_LIMIT",
+    "CLOSE_RATE_LIMITED",
     "CLOSE_TOO_SLOW",
     "CLOSE_UNAUTHORIZED",
     "ApiError",
@@ -21,6 +22,7 @@ __all__ = [
 # WebSocket close codes of the signaling protocol (4000-4999 are for applications).
 CLOSE_FORCE_DISCONNECTED = 4001
 CLOSE_TOO_SLOW = 4008
+CLOSE_RATE_LIMITED = 4029
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403

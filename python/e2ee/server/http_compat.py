@@ -8,8 +8,9 @@ refusing connections over a bound.  Both live in the protocol object
 ``web.AppRunner`` builds that server in its private ``_make_server``.  This module
 swaps in a protocol with two overrides, keeping the rest of aiohttp as it is.  Moving
 to another aiohttp minor: re-check ``RequestHandler.handle_error`` and
-``connection_made``, ``web.Server.__call__`` (``_loop``, ``_kwargs``) and
-``AppRunner._make_server``; tests/e2e/test_hardening_http.py fails first.
+``connection_made``, ``web.Server.__call__`` (``_loop``, ``_kwargs``),
+``AppRunner._make_server`` and ``WebSocketResponse._req``; tests/e2e/test_hardening_http.py
+and tests/e2e/test_abuse.py fail first.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-__all__ = ["GuardedAppRunner", "Reject"]
+__all__ = ["GuardedAppRunner", "Reject", "abort_websocket"]
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +87,12 @@ class GuardedAppRunner(web.AppRunner):
         guarded._max_connections = self._max_connections
         guarded._reject = self._reject
         return server
+
+
+def abort_websocket(ws: web.WebSocketResponse) -> None:
+    """Drop a WebSocket's TCP connection at once (a client too slow to read even its
+    close): the upgraded request, ``WebSocketResponse._req``, holds the transport."""
+    request = getattr(ws, "_req", None)
+    transport = getattr(request, "transport", None)
+    if transport is not None:
+        transport.abort()

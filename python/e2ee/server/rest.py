@@ -22,7 +22,6 @@ POST     /v1/sessions/{id}/archive|broadcast|sip     409 e2ee_unsupported_featur
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,7 +31,7 @@ from aiohttp import web
 from e2ee.server.errors import ApiError
 from e2ee.server.hub import Hub
 from e2ee.server.rooms import Room
-from e2ee.server.store import DuplicateSession, SessionRecord
+from e2ee.server.store import DuplicateSession, SessionRecord, new_session_id
 from e2ee.server.tokens import (
     DEFAULT_TTL,
     MAX_DATA_CHARS,
@@ -164,7 +163,7 @@ async def create_session(request: web.Request, hub: Hub) -> web.StreamResponse:
     options = parse_session_options(await _json_body(request, empty_ok=True))
     for _ in range(3):
         record = SessionRecord(
-            id=secrets.token_urlsafe(24),  # 192 random bits
+            id=new_session_id(),
             created_at=time.time(),
             **options,
         )

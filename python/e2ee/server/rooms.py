@@ -13,6 +13,7 @@ respect to other tasks (the participant limit, for one, cannot be overrun by a r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Mapping
@@ -25,8 +26,13 @@ from e2ee.server.media import MediaRouter, RouterFactory
 from e2ee.server.store import SessionRecord
 
 __all__ = [
+    "COUNT_INTERVAL_SECONDS",
+    "MAX_CONNECTIONS_PER_TOKEN",
+    "MAX_PENDING_SUBSCRIPTIONS",
     "MAX_STREAMS_PER_CONNECTION",
     "MAX_SUBSCRIPTIONS_PER_CONNECTION",
+    "MODERATOR_RESERVE",
+    "PENDING_SUBSCRIPTION_SECONDS",
     "Room",
     "RoomOwner",
     "Stream",
@@ -39,6 +45,18 @@ log = logging.getLogger(__name__)
 MAX_STREAMS_PER_CONNECTION = 8
 #: Subscriptions one connection may hold at once.
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 256
+#: Subscriptions one connection may hold unanswered (each holds a router peer connection).
+MAX_PENDING_SUBSCRIPTIONS = 8
+#: An unanswered subscription ends (``subscription_expired``) after this long.
+PENDING_SUBSCRIPTION_SECONDS = 15.0
+#: Connections open at once with the same token (``jti``): one participant's tabs/devices.
+MAX_CONNECTIONS_PER_TOKEN = 4
+#: Moderators are admitted above ``max_participants`` by up to
+#: ``min(MODERATOR_RESERVE, max_participants // 10)`` participants.
+MODERATOR_RESERVE = 5
+#: ``subscriber_count`` goes out at most once per stream in this interval, with the
+#: latest count once the changes of the interval are in.
+COUNT_INTERVAL_SECONDS = 0.25
 
 
 class RoomOwner(Protocol):
@@ -81,6 +99,13 @@ class Subscription:
     stream_id: str
     connection_id: str
     answered: bool = False
+    expiry: asyncio.TimerHandle | None = None
+
+    def settle(self) -> None:
+        """Cancels the expiry timer (answered or gone)."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
 
 
 class Room:
@@ -93,6 +118,9 @@ class Room:
         self.streams: dict[str, Stream] = {}
         self.subscriptions: dict[str, Subscription] = {}
         self._router: MediaRouter | None = None
+        self._token_connections: dict[str, int] = {}  # jti -> open connections
+        self._count_timers: dict[str, asyncio.TimerHandle] = {}  # stream -> pending count
+        self._cleanups: set[asyncio.Task[None]] = set()  # router clean-ups in flight
 
     # -- router ---------------------------------------------------------------------------
 
@@ -151,7 +179,16 @@ class Room:
                 conn.send(message)
 
     def _announce_count(self, stream_id: str) -> None:
-        if stream_id in self.streams:
+        """Schedules one ``subscriber_count`` for ``stream_id`` (coalesced: see
+        :data:`COUNT_INTERVAL_SECONDS`)."""
+        if stream_id in self.streams and stream_id not in self._count_timers:
+            self._count_timers[stream_id] = asyncio.get_running_loop().call_later(
+                COUNT_INTERVAL_SECONDS, self._send_count, stream_id
+            )
+
+    def _send_count(self, stream_id: str) -> None:
+        self._count_timers.pop(stream_id, None)
+        if stream_id in self.streams and self.connections:
             self.broadcast(
                 {
                     "type": "subscriber_count",
@@ -160,16 +197,41 @@ class Room:
                 }
             )
 
+    def _cancel_count(self, stream_id: str) -> None:
+        timer = self._count_timers.pop(stream_id, None)
+        if timer is not None:
+            timer.cancel()
+
     # -- connections ----------------------------------------------------------------------
 
+    @property
+    def participant_count(self) -> int:
+        """Participants: distinct tokens (``jti``) among the connections."""
+        return len(self._token_connections)
+
     def add_connection(self, conn: Connection) -> None:
-        """Registers ``conn``; :class:`ApiError` ``participant_limit`` if full."""
-        if len(self.connections) >= self.record.max_participants:
+        """Registers ``conn``; :class:`ApiError` ``participant_limit`` if the session is
+        full (participants are tokens; moderators get a small reserve above the limit)
+        and ``token_connection_limit`` if its token already has
+        :data:`MAX_CONNECTIONS_PER_TOKEN` connections."""
+        same_token = self._token_connections.get(conn.jti, 0)
+        if same_token >= MAX_CONNECTIONS_PER_TOKEN:
             raise ApiError(
-                "participant_limit",
-                f"the session is full ({self.record.max_participants} participants)",
+                "token_connection_limit",
+                f"at most {MAX_CONNECTIONS_PER_TOKEN} connections may use the same token",
                 403,
             )
+        if same_token == 0:  # a new participant
+            limit = self.record.max_participants
+            if conn.role == "moderator":
+                limit += min(MODERATOR_RESERVE, limit // 10)
+            if self.participant_count >= limit:
+                raise ApiError(
+                    "participant_limit",
+                    f"the session is full ({self.record.max_participants} participants)",
+                    403,
+                )
+        self._token_connections[conn.jti] = same_token + 1
         self.connections[conn.id] = conn
         self.broadcast({"type": "connection_created", "connection": conn.public()}, exclude=conn.id)
 
@@ -182,6 +244,11 @@ class Room:
         if self.connections.get(conn.id) is not conn:
             return
         del self.connections[conn.id]
+        left = self._token_connections.get(conn.jti, 1) - 1
+        if left > 0:
+            self._token_connections[conn.jti] = left
+        else:
+            self._token_connections.pop(conn.jti, None)
         if close is not None:
             conn.send({"type": "disconnected", "reason": reason})
             conn.close(*close)
@@ -229,6 +296,7 @@ class Room:
         if owner is not None:
             owner.streams.discard(stream_id)
         ops: list[tuple[str, str]] = []
+        self._cancel_count(stream_id)
         for sub in [s for s in self.subscriptions.values() if s.stream_id == stream_id]:
             self._forget_subscription(sub)
             ops.append(("unsubscribe", sub.id))
@@ -238,12 +306,49 @@ class Room:
 
     # -- subscriptions --------------------------------------------------------------------
 
+    def pending_subscriptions(self, conn: Connection) -> int:
+        """``conn``'s subscriptions not answered yet."""
+        subs = (self.subscriptions.get(i) for i in conn.subscriptions)
+        return sum(1 for s in subs if s is not None and not s.answered)
+
     def add_subscription(self, conn: Connection, sub: Subscription) -> None:
+        """Registers ``sub`` (unanswered): it expires after
+        :data:`PENDING_SUBSCRIPTION_SECONDS` unless answered (:meth:`answered`)."""
         self.subscriptions[sub.id] = sub
         conn.subscriptions.add(sub.id)
+        if not sub.answered:
+            self.arm_expiry(sub)
         self._announce_count(sub.stream_id)
 
+    def arm_expiry(self, sub: Subscription) -> None:
+        """(Re)starts the timer that ends ``sub`` if it stays unanswered."""
+        sub.settle()
+        sub.expiry = asyncio.get_running_loop().call_later(
+            PENDING_SUBSCRIPTION_SECONDS, self._expire_subscription, sub.id
+        )
+
+    def _expire_subscription(self, sub_id: str) -> None:
+        sub = self.subscriptions.get(sub_id)
+        if sub is None or sub.answered:
+            return
+        sub.expiry = None
+        conn = self.connections.get(sub.connection_id)
+        log.info("subscription %s expired unanswered", sub_id)
+        ops = self._detach_subscription(sub_id)
+        if conn is not None:
+            conn.send(
+                {
+                    "type": "subscription_expired",
+                    "subscription_id": sub_id,
+                    "stream_id": sub.stream_id,
+                }
+            )
+        task = asyncio.get_running_loop().create_task(self._router_cleanup(ops))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
     def _forget_subscription(self, sub: Subscription) -> None:
+        sub.settle()
         self.subscriptions.pop(sub.id, None)
         conn = self.connections.get(sub.connection_id)
         if conn is not None:
@@ -276,6 +381,8 @@ class Room:
     # -- shutdown -------------------------------------------------------------------------
 
     async def close_router(self) -> None:
+        for stream_id in list(self._count_timers):
+            self._cancel_count(stream_id)
         router, self._router = self._router, None
         if router is not None:
             await _quietly(router.close(), "router close")

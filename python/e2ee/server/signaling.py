@@ -11,7 +11,14 @@ Connecting
     4403  ``token_wrong_session``: a valid token for another session
     4404  ``session_not_found``
     4429  ``participant_limit``: the session already has ``max_participants``
+          participants, or ``token_connection_limit``: the token already has 4 open
+          connections
     ====  =============================================================================
+
+    Participants are counted by token (distinct ``jti``), not by connection: up to 4
+    connections may share a token (tabs, devices) and count once.  A moderator is admitted
+    above ``max_participants`` by a reserve of ``min(5, max_participants // 10)``
+    participants (none below 10), so a full session still lets its moderator in.
 
     (A JSON error and a close code rather than an HTTP 401 before the upgrade, because a
     browser's WebSocket API never shows the HTTP status of a failed upgrade.)
@@ -20,10 +27,13 @@ Connecting
     "connection": {...}, "connections": [...], "streams": [...]}`` (``connections``
     includes the client's own).
 
-Later closes: 4001 force-disconnected by a moderator, 4008 too slow to read its
-messages, 1001 server shutting down, 1009 a message over the hard limit (1 MiB).
-Before a close initiated by the server the client receives
-``{"type": "disconnected", "reason": ...}``.
+Later closes: 4001 force-disconnected by a moderator (reason ``force_disconnected``),
+4008 too slow to read its messages (``too_slow``: 512 messages queued for it; it then has
+10 s to read them before its socket is dropped), 4029 kept sending over its rate limits
+(``rate_limited``), 1001 server shutting down (``server_shutdown``), 1009 a message over
+the hard limit (1 MiB).  Before a close initiated by the server (but 1009) the client
+receives ``{"type": "disconnected", "reason": ...}`` as its last message; the queue keeps
+room for it.  The others see ``connection_destroyed`` with the same reason.
 
 Client messages are JSON objects with a ``type`` and an optional ``id`` (a string of at
 most 64 characters or an integer) echoed in the reply, which is ``{"type": "ok", "id"}``
@@ -46,11 +56,28 @@ ping                                               ``pong``
 
 Events: ``connection_created`` {connection}, ``connection_destroyed`` {connection,
 reason}, ``stream_created`` {stream}, ``stream_destroyed`` {stream, reason},
-``subscriber_count`` {stream_id, count}, ``signal`` {from, kind, data}.
+``subscriber_count`` {stream_id, count}, ``signal`` {from, kind, data},
+``subscription_expired`` {subscription_id, stream_id} (to the subscriber only).
 
-A client's messages are handled one after the other, in order.  A bad message (not JSON,
-not an object, unknown type, wrong field types, over 256 KiB) gets an error reply and the
-connection stays open; nothing a client sends can disturb the other clients.
+``subscriber_count`` is coalesced: at most one per stream every 250 ms, sent 250 ms
+after the first change with the count at that time.
+
+A client's messages are handled one after the other, in order, with a turn for the other
+clients between two of them.  A bad message (not JSON, not an object, unknown type, wrong
+field types, over 256 KiB) gets an error reply and the connection stays open; nothing a
+client sends can disturb the other clients.
+
+Limits (see :mod:`e2ee.server.limits`).  Each connection has a token bucket per message
+type, ``rate``/s refill and ``burst`` size: ``signal`` 20/40; ``subscribe``, ``answer``,
+``unsubscribe`` 5/20; ``publish``, ``unpublish`` 2/10; ``ping`` 10/50; anything else
+(other types, bad or binary messages) 10/30.  A message over its limit is not handled
+and gets the error ``rate_limited``; refused messages take from a bucket of 5/s, burst
+50, and a client that empties it is disconnected with 4029.  Other errors:
+``limit_exceeded`` for more than 8 streams published, 256 subscriptions, or 8
+subscriptions waiting for their ``answer``; ``bad_request`` for an SDP over 64 KiB or with
+more than 16 media (``m=``) sections (checked before it is parsed).  A subscription not
+answered within 15 s ends (the router lets go of it) and the subscriber gets
+``subscription_expired``; its ``answer`` then gets ``unknown_subscription``.
 
 Relayed sessions (peers connect directly): the server does signaling only, and
 ``publish``/``subscribe`` answer ``not_implemented`` for now; ``signal`` carries the
@@ -59,8 +86,9 @@ peers' own offers, answers and candidates.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -71,12 +99,15 @@ from e2ee.server.errors import (
     CLOSE_FORBIDDEN,
     CLOSE_NOT_FOUND,
     CLOSE_PARTICIPANT_LIMIT,
+    CLOSE_RATE_LIMITED,
     CLOSE_UNAUTHORIZED,
     ApiError,
 )
 from e2ee.server.hub import Hub
+from e2ee.server.limits import RateLimiter
 from e2ee.server.media import media_error
 from e2ee.server.rooms import (
+    MAX_PENDING_SUBSCRIPTIONS,
     MAX_STREAMS_PER_CONNECTION,
     MAX_SUBSCRIPTIONS_PER_CONNECTION,
     Room,
@@ -86,6 +117,7 @@ from e2ee.server.rooms import (
 from e2ee.server.tokens import TokenError, TokenWrongSession, verify_token
 from e2ee.server.validate import (
     MAX_ID_CHARS,
+    check_sdp,
     media_kinds,
     message_id,
     parse_message,
@@ -120,6 +152,7 @@ class Session:
         self.hub = hub
         self.room = room
         self.conn = conn
+        self.limiter = RateLimiter()
 
     @property
     def e2ee(self) -> bool:
@@ -148,6 +181,7 @@ class Session:
         sdp = required_str(msg, "sdp", max_len=SOFT_MESSAGE_CHARS)
         if msg.get("sdp_type", "offer") != "offer":
             raise ApiError("bad_request", "'sdp_type' must be 'offer'")
+        check_sdp(sdp)
         name = str_field(msg, "name", max_len=MAX_STREAM_NAME_CHARS, required=False) or ""
         if len(self.conn.streams) >= MAX_STREAMS_PER_CONNECTION:
             raise ApiError(
@@ -198,6 +232,11 @@ class Session:
             raise ApiError("unknown_stream", "no such stream in this session")
         if len(self.conn.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
             raise ApiError("limit_exceeded", "too many subscriptions on this connection")
+        if self.room.pending_subscriptions(self.conn) >= MAX_PENDING_SUBSCRIPTIONS:
+            raise ApiError(
+                "limit_exceeded",
+                f"at most {MAX_PENDING_SUBSCRIPTIONS} subscriptions may wait for an answer",
+            )
         router = self.room.router()
         sub_id = new_id()
         try:
@@ -231,12 +270,18 @@ class Session:
             raise ApiError("unknown_subscription", "no such subscription on this connection")
         if sub.answered:
             raise ApiError("bad_request", "this subscription was already answered")
+        check_sdp(sdp)
         answer = session_description(sdp, "answer")
         router = self.room.router()
+        sub.settle()  # no expiry while the router takes the answer
         try:
             await router.accept_answer(sub_id, answer)
         except Exception as exc:
+            if self.room.subscriptions.get(sub_id) is sub:
+                self.room.arm_expiry(sub)
             raise media_error(exc, "answer") from None
+        if self.room.subscriptions.get(sub_id) is not sub:
+            raise ApiError("unknown_subscription", "the subscription ended while answering")
         sub.answered = True
         return {}
 
@@ -286,13 +331,46 @@ class Session:
 
     # -- dispatch -------------------------------------------------------------------------
 
+    async def _over_limit(self, kind: str, msg_id: object = None) -> bool:
+        """Whether a message of type ``kind`` is over this connection's rate limit (then
+        refused with ``rate_limited``, and a client that keeps flooding is closed)."""
+        if self.limiter.allow(kind):
+            return False
+        self.conn.send(
+            ApiError(
+                "rate_limited", f"too many {kind[:40]!r} messages: slow down and retry", 429
+            ).body(msg_id, with_id=True)
+        )
+        if not self.limiter.strike():
+            log.warning("connection %s keeps flooding; closing it", self.conn.id)
+            await self.room.remove_connection(
+                self.conn, "rate_limited", close=(CLOSE_RATE_LIMITED, "sending too fast")
+            )
+        return True
+
+    async def handle_binary(self) -> None:
+        if not await self._over_limit("*"):
+            self.conn.send(ApiError("bad_request", "binary messages are not accepted").body())
+
     async def handle_text(self, text: str) -> None:
         msg_id: object = None
+        kind = "*"  # the rate-limit bucket of messages without a usable type
+        msg: dict[str, Any] | None = None
+        refusal: ApiError | None = None
         try:
             msg = parse_message(text, max_chars=SOFT_MESSAGE_CHARS)
             msg_id = message_id(msg)
-            kind = msg.get("type")
-            if not isinstance(kind, str):
+        except ApiError as err:
+            refusal = err
+        if msg is not None and isinstance(msg.get("type"), str):
+            kind = msg["type"]
+        if await self._over_limit(kind, msg_id):
+            return
+        try:
+            if refusal is not None:
+                raise refusal
+            assert msg is not None
+            if not isinstance(msg.get("type"), str):
                 raise ApiError("bad_request", "'type' must be a string")
             handler = HANDLERS.get(kind)
             if handler is None:
@@ -323,6 +401,15 @@ HANDLERS: dict[str, Handler] = {
     "disconnect": Session.on_disconnect,
     "ping": Session.on_ping,
 }
+
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _spawn(aw: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.get_running_loop().create_task(aw)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 async def _discard(aw: Awaitable[Any]) -> None:
@@ -386,7 +473,7 @@ async def websocket_handler(request: web.Request, hub: Hub) -> web.StreamRespons
     if record is None:
         return await _refuse(ws, CLOSE_NOT_FOUND, ApiError("session_not_found", "no such session"))
 
-    conn = Connection(ws, claims.role, claims.data)
+    conn = Connection(ws, claims.role, claims.data, claims.jti)
     room = hub.room(record)
     try:
         room.add_connection(conn)
@@ -397,6 +484,7 @@ async def websocket_handler(request: web.Request, hub: Hub) -> web.StreamRespons
             await hub.retire(room)
         return await _refuse(ws, CLOSE_PARTICIPANT_LIMIT, err)
 
+    conn.on_too_slow = lambda: _spawn(room.remove_connection(conn, "too_slow"))
     log.info("connection %s joined session %s as %s", conn.id, record.id, conn.role)
     conn.send(_session_hello(room, conn))
     session = Session(hub, room, conn)
@@ -404,8 +492,12 @@ async def websocket_handler(request: web.Request, hub: Hub) -> web.StreamRespons
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 await session.handle_text(msg.data)
+                # Fair scheduling: frames already buffered are handed over without a
+                # pause, so let the other tasks (the writers above all) run in between.
+                await asyncio.sleep(0)
             elif msg.type == WSMsgType.BINARY:
-                conn.send(ApiError("bad_request", "binary messages are not accepted").body())
+                await session.handle_binary()
+                await asyncio.sleep(0)
             elif msg.type == WSMsgType.ERROR:
                 log.info("connection %s: WebSocket error %r", conn.id, ws.exception())
                 break

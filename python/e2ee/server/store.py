@@ -36,6 +36,7 @@ __all__ = [
     "Store",
     "db_path",
     "new_api_key",
+    "new_session_id",
     "new_api_secret",
 ]
 
@@ -55,6 +56,15 @@ DEFAULT_DATA_DIR = Path("e2ee-data")
 def db_path(data_dir: str | os.PathLike[str]) -> Path:
     """Where :class:`SQLiteStore` keeps its database inside ``data_dir``."""
     return Path(data_dir) / DB_FILENAME
+
+
+def new_session_id() -> str:
+    """192 random bits, URL-safe; never starting with ``-``, so that an id on a command
+    line is not taken for an option (1 in 64 draws is drawn again)."""
+    while True:
+        ident = secrets.token_urlsafe(24)
+        if not ident.startswith("-"):
+            return ident
 
 
 def new_api_key() -> str:

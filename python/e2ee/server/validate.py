@@ -14,6 +14,9 @@ from e2ee.server.errors import ApiError
 
 __all__ = [
     "MAX_ID_CHARS",
+    "MAX_SDP_BYTES",
+    "MAX_SDP_MEDIA_SECTIONS",
+    "check_sdp",
     "media_kinds",
     "message_id",
     "parse_message",
@@ -24,6 +27,10 @@ __all__ = [
 
 #: Identifiers (stream, subscription, connection, message ``id``) are at most this long.
 MAX_ID_CHARS = 64
+#: An SDP offer or answer is refused (``bad_request``) above this size, before parsing.
+MAX_SDP_BYTES = 64 * 1024
+#: ... and above this many media (``m=``) sections.
+MAX_SDP_MEDIA_SECTIONS = 16
 
 
 def parse_message(text: str, *, max_chars: int) -> dict[str, Any]:
@@ -73,6 +80,18 @@ def required_str(msg: dict[str, Any], name: str, *, max_len: int = MAX_ID_CHARS)
     value = str_field(msg, name, max_len=max_len)
     assert value is not None
     return value
+
+
+def check_sdp(sdp: str) -> None:
+    """Refuses an SDP too big to parse cheaply: over :data:`MAX_SDP_BYTES` or with more
+    than :data:`MAX_SDP_MEDIA_SECTIONS` media sections."""
+    if len(sdp) > MAX_SDP_BYTES or len(sdp.encode("utf-8", "surrogatepass")) > MAX_SDP_BYTES:
+        raise ApiError("bad_request", f"the SDP is over {MAX_SDP_BYTES} bytes")
+    sections = sdp.count("\nm=") + sdp.startswith("m=")
+    if sections > MAX_SDP_MEDIA_SECTIONS:
+        raise ApiError(
+            "bad_request", f"the SDP has over {MAX_SDP_MEDIA_SECTIONS} media sections ({sections})"
+        )
 
 
 _M_LINE = re.compile(r"^m=(audio|video)\s+(\d+)", re.MULTILINE)

@@ -128,3 +128,14 @@ def test_refuses_newer_schema(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="schema version 99"):
         SQLiteStore(path)
+
+
+def test_session_ids_never_look_like_an_option() -> None:
+    # 1 in 64 token_urlsafe draws starts with "-", which a command line takes for an
+    # option (`e2ee token -Xyz...`); 2,000 draws miss that with odds below 1e-13.
+    from e2ee.server.store import new_session_id
+
+    ids = {new_session_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert not any(i.startswith("-") for i in ids)
+    assert all(len(i) == 32 for i in ids)
