@@ -28,16 +28,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 from typing import Any
 
 from aiohttp import web
 
 from e2ee.server.errors import ApiError
 from e2ee.server.hub import Hub
-from e2ee.server.rest import parse_session_options, session_json
-from e2ee.server.store import DuplicateSession, SessionRecord, new_session_id
-from e2ee.server.tokens import DEFAULT_TTL, MAX_DATA_CHARS, MAX_TTL, ROLES, mint_token
+from e2ee.server.rest import issue_token, parse_session_options, session_json, store_new_session
 from e2ee.wire.params import DEFAULT_ITERATIONS, DEFAULT_SUITE
 
 __all__ = ["add_dev_routes", "check_dev_host", "is_loopback_host"]
@@ -119,45 +116,14 @@ def add_dev_routes(app: web.Application, hub: Hub) -> None:
         _check_request(request)
         body = await _body(request, _SESSION_FIELDS)
         options = parse_session_options({**body, "e2ee": True, "media_mode": "routed"})
-        for _ in range(3):
-            record = SessionRecord(id=new_session_id(), created_at=time.time(), **options)
-            try:
-                await hub.store.create_session(record)
-                break
-            except DuplicateSession:  # pragma: no cover - 192-bit collisions
-                continue
-        else:  # pragma: no cover
-            raise ApiError("internal_error", "could not allocate a session id", 500)
-        hub.remember(record)
+        record = await store_new_session(hub, options)
         return _json_response(session_json(record, None), status=201)
 
     async def create_token(request: web.Request) -> web.StreamResponse:
         _check_request(request)
         record = await hub.require_session(request.match_info["session_id"])
         body = await _body(request, _TOKEN_FIELDS)
-        role = body.get("role", "publisher")
-        if role not in ROLES:
-            raise ApiError("bad_request", f"'role' must be one of {', '.join(ROLES)}")
-        data = body.get("data", "")
-        if not isinstance(data, str) or len(data) > MAX_DATA_CHARS:
-            raise ApiError("bad_request", f"'data' must be a string of at most {MAX_DATA_CHARS}")
-        ttl = body.get("ttl", DEFAULT_TTL)
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL:
-            raise ApiError("bad_request", f"'ttl' must be an integer from 1 to {MAX_TTL}")
-        now = int(time.time())
-        token = mint_token(
-            hub.api_key, hub.api_secret, record.id, role=role, ttl=ttl, data=data, now=now
-        )
-        return _json_response(
-            {
-                "token": token,
-                "session_id": record.id,
-                "role": role,
-                "data": data,
-                "expires_at": now + ttl,
-            },
-            status=201,
-        )
+        return _json_response(issue_token(hub, record, body, default_role="publisher"), status=201)
 
     app.router.add_get("/dev", info)
     app.router.add_post("/dev/sessions", create_session)

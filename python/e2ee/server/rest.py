@@ -161,12 +161,14 @@ def session_json(record: SessionRecord, room: Room | None) -> dict[str, Any]:
 
 async def create_session(request: web.Request, hub: Hub) -> web.StreamResponse:
     options = parse_session_options(await _json_body(request, empty_ok=True))
+    record = await store_new_session(hub, options)
+    return json_response(session_json(record, None), status=201)
+
+
+async def store_new_session(hub: Hub, options: dict[str, Any]) -> SessionRecord:
+    """A new session with a fresh id, stored and remembered (REST and dev mode)."""
     for _ in range(3):
-        record = SessionRecord(
-            id=new_session_id(),
-            created_at=time.time(),
-            **options,
-        )
+        record = SessionRecord(id=new_session_id(), created_at=time.time(), **options)
         try:
             await hub.store.create_session(record)
             break
@@ -175,7 +177,7 @@ async def create_session(request: web.Request, hub: Hub) -> web.StreamResponse:
     else:  # pragma: no cover - 192-bit collisions
         raise ApiError("internal_error", "could not allocate a session id", 500)
     hub.remember(record)
-    return json_response(session_json(record, None), status=201)
+    return record
 
 
 async def get_session(request: web.Request, hub: Hub) -> web.StreamResponse:
@@ -189,7 +191,15 @@ async def create_token(request: web.Request, hub: Hub) -> web.StreamResponse:
     unknown = sorted(set(body) - {"role", "ttl", "data"})
     if unknown:
         raise ApiError("bad_request", f"unknown field(s): {', '.join(map(str, unknown))[:200]}")
-    role = body.get("role")
+    return json_response(issue_token(hub, record, body), status=201)
+
+
+def issue_token(
+    hub: Hub, record: SessionRecord, body: dict[str, Any], *, default_role: str | None = None
+) -> dict[str, Any]:
+    """Checks ``role``, ``ttl`` and ``data`` of a token request and mints the token: the
+    response body (REST and dev mode)."""
+    role = body.get("role", default_role)
     if role not in ROLES:
         raise ApiError("bad_request", f"'role' must be one of {', '.join(ROLES)}")
     ttl = _int(body, "ttl", DEFAULT_TTL, 1, MAX_TTL)
@@ -200,16 +210,13 @@ async def create_token(request: web.Request, hub: Hub) -> web.StreamResponse:
     token = mint_token(
         hub.api_key, hub.api_secret, record.id, role=role, ttl=ttl, data=data, now=now
     )
-    return json_response(
-        {
-            "token": token,
-            "session_id": record.id,
-            "role": role,
-            "data": data,
-            "expires_at": now + ttl,
-        },
-        status=201,
-    )
+    return {
+        "token": token,
+        "session_id": record.id,
+        "role": role,
+        "data": data,
+        "expires_at": now + ttl,
+    }
 
 
 async def delete_connection(request: web.Request, hub: Hub) -> web.StreamResponse:

@@ -36,8 +36,8 @@ __all__ = [
     "Store",
     "db_path",
     "new_api_key",
-    "new_session_id",
     "new_api_secret",
+    "new_session_id",
 ]
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from e2ee.client.session import Session, Subscriber
 from e2ee.rtc import net
 from e2ee.server.store import SQLiteStore
 from e2ee.server.tokens import mint_token, project_auth_token
+from e2ee.tools.demo import start_server
 from e2ee.tools.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
 from e2ee.wire.params import SessionPolicy
 
@@ -95,43 +95,6 @@ class _PythonPair:
     subscriber: str
     sub: Subscriber
     collectors: dict[str, FrameCollector] = field(default_factory=dict)
-
-
-async def _start_server(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
-    env = {**os.environ, net.ENV_VAR: os.environ.get(net.ENV_VAR, "127.0.0.1")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "e2ee",
-        "serve",
-        "--port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        if not line:
-            break
-        m = re.search(r"listening on (http://\S+)", line)
-        if m:
-            _DRAINS.add(asyncio.ensure_future(_drain(proc.stdout)))
-            return proc, m.group(1)
-    proc.kill()
-    raise RuntimeError("the server did not start")
-
-
-_DRAINS: set[asyncio.Future[None]] = set()
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
 
 
 async def _until(predicate: Any, what: str, timeout: float = 30.0, interval: float = 0.1) -> None:
@@ -192,7 +155,7 @@ async def run_browser_demo(
         tmp = tempfile.TemporaryDirectory(prefix="e2ee-browser-demo-")
         data_dir = Path(tmp.name)
         say("starting a server ...")
-        server, url = await _start_server(data_dir)
+        server, url = await start_server(data_dir)
     elif data_dir is None:
         raise ValueError("with url, data_dir must name that server's data directory")
     store = SQLiteStore.in_data_dir(data_dir)

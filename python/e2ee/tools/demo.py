@@ -170,7 +170,8 @@ class Eavesdropper:
             await self._http.close()
 
 
-async def _start_server(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
+async def start_server(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """``e2ee serve`` in a child process on a free loopback port: (process, base URL)."""
     env = {**os.environ, net.ENV_VAR: os.environ.get(net.ENV_VAR, "127.0.0.1")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -399,7 +400,7 @@ async def run_demo(
         tmp = tempfile.TemporaryDirectory(prefix="e2ee-demo-")
         data_dir = Path(tmp.name)
         say("starting a server ...")
-        server, url = await _start_server(data_dir)
+        server, url = await start_server(data_dir)
     elif data_dir is None:
         raise ValueError("with --url, --data-dir must name that server's data directory")
     call = _Call(url, data_dir)
