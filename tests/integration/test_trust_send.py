@@ -43,6 +43,7 @@ from e2ee.wire.sframe_header import parse_sframe_header
 from e2ee.wire.vp8 import parse_vp8_payload_descriptor
 from support import FIXTURES
 from support.media import connect, new_pc
+from support.router import RecordingQueue
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -296,25 +297,6 @@ def test_the_rtp_parser_reads_what_aiortc_writes() -> None:
 
 
 # -- real peers --------------------------------------------------------------------------
-
-
-class RecordingQueue:
-    """Wraps a receiver's decoder queue: records ``(time, frame bytes)``, passes it on."""
-
-    def __init__(self, inner: Any, out: list[tuple[float, bytes]]) -> None:
-        self._inner = inner
-        self._out = out
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if item is not None:
-            self._out.append((time.monotonic(), bytes(item[1].data)))
-        self._inner.put(item, block, timeout)
-
-    def put_nowait(self, item: Any) -> None:
-        self.put(item, block=False)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 class Subscriber:

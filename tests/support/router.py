@@ -69,7 +69,7 @@ def record_sent_wire_frames(sender: RTCRtpSender, out: list[bytes]) -> None:
     compat.hook_next_encoded_frame(sender, wrap)
 
 
-class _RecordingQueue:
+class RecordingQueue:
     """Wraps a receiver's decoder queue: records each reassembled frame, passes it on."""
 
     def __init__(self, inner: Any, out: list[tuple[float, bytes]]) -> None:
@@ -101,7 +101,7 @@ def record_received_frames(pc: RTCPeerConnection, kind: str = "video") -> list[t
             receiver = transceiver.receiver
             if receiver.track is track:
                 compat.set_decoder_queue(
-                    receiver, _RecordingQueue(compat.decoder_queue(receiver), out)
+                    receiver, RecordingQueue(compat.decoder_queue(receiver), out)
                 )
 
     return out
