@@ -3,7 +3,8 @@ none of it may take the session (the other participants) or the server down.
 
 Each test is a regression test of one attack of the issue "No participant can take a
 session or the server down" (the number in its name).  They run against the server with
-the fake media router (``fake_api``), in a child process like every e2e test.
+the fake media router (``fake_api``), in a child process like every e2e test; those that
+shrink a budget (``ServerLimits``) serve the real application in-process (``app_api``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import os
 import socket
 import struct
 import time
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from e2ee.server.limits import ServerLimits
+from support.app_server import app_api
 from support.server import Api, Peer, Refused, fake_offer, refused
 
 pytestmark = pytest.mark.timeout(90)
@@ -74,43 +79,100 @@ async def test_1_signal_flood_disconnects_nobody_else(fake_api: Api) -> None:
 
 
 @pytest.mark.asyncio
-async def test_2_unanswered_subscriptions_are_bounded_and_expire(fake_api: Api) -> None:
-    sid = (await fake_api.create_session())["id"]
-    _pub, stream_id = await _stream(fake_api, sid)
-    sub = await fake_api.join(sid, "subscriber")
-    replies = [
-        await sub.request({"type": "subscribe", "stream_id": stream_id}, timeout=15)
-        for _ in range(20)
-    ]
-    offers = [r for r in replies if r["type"] == "offer"]
-    assert len(offers) == 8, replies
-    assert {r["code"] for r in replies if r["type"] == "error"} == {"limit_exceeded"}
-    _, got = await fake_api.call("GET", f"/v1/sessions/{sid}")
-    assert got["router"]["subscribe"] == 8
+async def test_2_unanswered_subscriptions_are_bounded_and_expire(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    limits = ServerLimits(pending_subscription_seconds=1.0)
+    async with app_api(tmp_path, http, limits=limits) as api:
+        sid = (await api.create_session())["id"]
+        _pub, stream_id = await _stream(api, sid)
+        sub = await api.join(sid, "subscriber")
+        subscribe = {"type": "subscribe", "stream_id": stream_id}
+        replies = await asyncio.gather(*(sub.request(subscribe) for _ in range(20)))
+        offers = [r for r in replies if r["type"] == "offer"]
+        # At most 8 wait at once (one that expired meanwhile frees its place).
+        assert 8 <= len(offers) < 20, replies
+        assert {r["code"] for r in replies if r["type"] == "error"} == {"limit_exceeded"}
+        _, got = await api.call("GET", f"/v1/sessions/{sid}")
+        assert got["router"]["subscribe"] == len(offers)
 
-    # Unanswered, they expire: the client is told and the router lets them go.
-    expired: set[str] = set()
-    deadline = time.monotonic() + 40
-    while len(expired) < 8:
-        ev = await sub.event("subscription_expired", timeout=deadline - time.monotonic())
-        assert ev["stream_id"] == stream_id
-        expired.add(ev["subscription_id"])
-    assert expired == {o["subscription_id"] for o in offers}
-    await asyncio.sleep(0.5)
-    _, got = await fake_api.call("GET", f"/v1/sessions/{sid}")
-    assert got["router"]["unsubscribe"] == 8
-    assert [s["subscriber_count"] for s in got["streams"]] == [0]
-    reply = await sub.request(
-        {"type": "answer", "subscription_id": offers[0]["subscription_id"], "sdp": "v=0"}
-    )
-    assert reply["code"] == "unknown_subscription"
-    # The place is free again, and an answered subscription does not expire.
-    offer = await sub.request({"type": "subscribe", "stream_id": stream_id})
-    assert offer["type"] == "offer"
-    ok = await sub.request(
-        {"type": "answer", "subscription_id": offer["subscription_id"], "sdp": "v=0"}
-    )
-    assert ok["type"] == "ok"
+        # Unanswered, they expire: the client is told and the router lets them go.
+        expired: set[str] = set()
+        deadline = time.monotonic() + 20
+        while len(expired) < len(offers):
+            ev = await sub.event("subscription_expired", timeout=deadline - time.monotonic())
+            assert ev["stream_id"] == stream_id
+            expired.add(ev["subscription_id"])
+        assert expired == {o["subscription_id"] for o in offers}
+        for _ in range(50):
+            _, got = await api.call("GET", f"/v1/sessions/{sid}")
+            if got["router"].get("unsubscribe") == len(offers):
+                break
+            await asyncio.sleep(0.1)
+        assert got["router"]["unsubscribe"] == len(offers)
+        assert [s["subscriber_count"] for s in got["streams"]] == [0]
+        reply = await sub.request(
+            {"type": "answer", "subscription_id": offers[0]["subscription_id"], "sdp": "v=0"}
+        )
+        assert reply["code"] == "unknown_subscription"
+        # The place is free again, and an answered subscription does not expire.
+        offer = await sub.request(subscribe)
+        assert offer["type"] == "offer"
+        answer = {"type": "answer", "subscription_id": offer["subscription_id"], "sdp": "v=0"}
+        assert (await sub.request(answer))["type"] == "ok"
+        await asyncio.sleep(2.0)  # twice the expiry
+        assert all(e["type"] != "subscription_expired" for e in _drain(sub))
+        _, got = await api.call("GET", f"/v1/sessions/{sid}")
+        assert [s["subscriber_count"] for s in got["streams"]] == [1]
+
+
+@pytest.mark.asyncio
+async def test_2_unanswered_subscriptions_are_bounded_per_token(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # A long expiry: nothing expires during the test.
+    async with app_api(tmp_path, http, limits=ServerLimits(pending_subscription_seconds=60)) as api:
+        sid = (await api.create_session())["id"]
+        _pub, stream_id = await _stream(api, sid)
+        token = api.mint(sid, "subscriber")
+        conns = [await Peer.connect(api, sid, token) for _ in range(4)]
+        subscribe = {"type": "subscribe", "stream_id": stream_id}
+        # The token's four connections ask at once, four times each: 16 > 8.
+        per_conn = await asyncio.gather(
+            *(asyncio.gather(*(c.request(subscribe) for _ in range(4))) for c in conns)
+        )
+        replies = [r for batch in per_conn for r in batch]
+        offers = [r for r in replies if r["type"] == "offer"]
+        refusals = [r for r in replies if r["type"] == "error"]
+        assert len(offers) == 8, replies
+        assert {r["code"] for r in refusals} == {"limit_exceeded"}
+        assert all("of one token" in r["message"] for r in refusals), refusals
+        _, got = await api.call("GET", f"/v1/sessions/{sid}")
+        assert got["router"]["subscribe"] == 8
+        # Another participant (another token) is not held back by it.
+        other = await api.join(sid, "subscriber")
+        assert (await other.request(subscribe))["type"] == "offer"
+        # Answering one frees one place for the token, on any of its connections.
+        owner, offer = next(
+            (c, r)
+            for c, batch in zip(conns, per_conn, strict=True)
+            for r in batch
+            if r["type"] == "offer"
+        )
+        answer = {"type": "answer", "subscription_id": offer["subscription_id"], "sdp": "v=0"}
+        assert (await owner.request(answer))["type"] == "ok"
+        others = [c for c in conns if c is not owner]
+        assert (await others[0].request(subscribe))["type"] == "offer"
+        assert (await others[1].request(subscribe))["code"] == "limit_exceeded"
+        # A connection that leaves takes its pending subscriptions with it (others[0]
+        # holds at least the one it just got).
+        await others[0].close()
+        for _ in range(50):
+            if (await others[1].request(subscribe))["type"] == "offer":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the connection that left freed no place")
 
 
 @pytest.mark.asyncio

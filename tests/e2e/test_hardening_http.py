@@ -1,19 +1,26 @@
 """The real server against hostile HTTP: forged access-log lines, requests aiohttp's
 parser rejects, sockets that never finish a request head, malformed SDP over signaling,
-and the ``serve`` options that keep the router's ICE to the configured addresses."""
+the ``serve`` options that keep the router's ICE to the configured addresses, no
+``Server`` header, and the per-address limits of WebSocket connections."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 
+from e2ee.server.limits import ServerLimits
 from e2ee.tools import cli
-from support.server import Api, ServerProcess
+from support.app_server import app_api
+from support.server import Api, Peer, ServerProcess
 
 
 def _address(server: ServerProcess) -> tuple[str, int]:
@@ -207,3 +214,123 @@ async def test_open_connections_are_bounded() -> None:
         for _, writer in held:
             writer.close()
         await runner.cleanup()
+
+
+# -- no Server header ---------------------------------------------------------------------
+
+
+def _head(reply: bytes) -> list[bytes]:
+    return reply.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+
+
+def test_no_response_names_the_server_software(server: ServerProcess) -> None:
+    host, port = _address(server)
+    requests = {
+        "health": b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "not found": b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "parser rejection": b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\x01\r\n\r\n",
+        "bad version": b"GET / HTTP/9.9.9\r\nHost: x\r\n\r\n",
+        "websocket": (
+            f"GET /v1/sessions/nope/ws?token=x HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode(),
+    }
+    for name, request in requests.items():
+        reply = _exchange(server, request)
+        head = _head(reply)
+        assert head[0].startswith(b"http/1."), (name, reply)
+        assert not [h for h in head if h.startswith(b"server:")], (name, head)
+        assert b"aiohttp" not in reply.lower(), (name, reply)
+
+
+# -- per-address WebSocket limits -----------------------------------------------------------
+
+
+async def _refusal(api: Api, sid: str) -> tuple[int, dict[str, Any], Any]:
+    """(status, JSON body, headers) of a WebSocket upgrade the server refuses."""
+    url = f"{api.server.ws_base}/v1/sessions/{sid}/ws"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await api.http.ws_connect(url, params={"token": api.mint(sid, "subscriber")})
+    status = info.value.status
+    # The same refusal, read as plain HTTP to see its body.
+    async with api.http.get(
+        api.server.url + f"/v1/sessions/{sid}/ws",
+        params={"token": api.mint(sid, "subscriber")},
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+    ) as resp:
+        assert resp.status == status
+        return status, await resp.json(), resp.headers
+
+
+def _refusal_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "refused a WebSocket" in r.getMessage()]
+
+
+@pytest.mark.asyncio
+async def test_open_websockets_per_address_are_bounded(
+    tmp_path: Path, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = ServerLimits(max_connections_per_address=3, connect_rate=0.001, connect_burst=100)
+    caplog.set_level(logging.INFO, logger="e2ee.server.app")
+    async with app_api(tmp_path, http, limits=limits) as api:
+        sid = (await api.create_session())["id"]
+        peers = [await api.join(sid, "subscriber") for _ in range(3)]
+        status, body, headers = await _refusal(api, sid)
+        assert status == 429
+        assert (body["type"], body["code"]) == ("error", "address_connection_limit")
+        assert headers["Retry-After"] == "1"
+        assert "Server" not in headers
+        lines = _refusal_lines(caplog)
+        assert len(lines) == 2  # one WARNING line per refusal
+        assert {r.levelno for r in lines} == {logging.WARNING}
+        assert "127.0.0.1: address_connection_limit" in lines[0].getMessage()
+        # REST from the same address is not concerned; the peers are still served.
+        status, _ = await api.call("GET", f"/v1/sessions/{sid}")
+        assert status == 200
+        assert (await peers[0].request({"type": "ping"}))["type"] == "pong"
+        # A connection that ends frees its place.
+        await peers[0].close()
+        statuses: list[int] = []
+        for _ in range(50):
+            try:
+                await api.join(sid, "subscriber")
+                break
+            except aiohttp.WSServerHandshakeError as exc:
+                statuses.append(exc.status)
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the closed connection's place was never freed")
+        assert set(statuses) <= {429}
+
+
+@pytest.mark.asyncio
+async def test_new_websockets_per_address_are_rate_limited(
+    tmp_path: Path, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = ServerLimits(connect_rate=0.001, connect_burst=5)  # no refill during the test
+    caplog.set_level(logging.INFO, logger="e2ee.server.app")
+    async with app_api(tmp_path, http, limits=limits) as api:
+        sid = (await api.create_session())["id"]
+        for _ in range(5):
+            peer = await api.join(sid, "subscriber")
+            await peer.close()  # closing gives back no attempt
+        status, body, headers = await _refusal(api, sid)
+        assert (status, body["code"]) == (429, "rate_limited")
+        assert "Server" not in headers
+        lines = _refusal_lines(caplog)
+        assert len(lines) == 2
+        assert "127.0.0.1: rate_limited" in lines[0].getMessage()
+        status, _ = await api.call("GET", "/healthz", headers={})
+        assert status == 200
+
+
+@pytest.mark.asyncio
+async def test_the_default_address_limits_let_a_busy_loopback_through(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # The default budget fits what the test suite does from one address at once.
+    async with app_api(tmp_path, http) as api:
+        sid = (await api.create_session(max_participants=100))["id"]
+        peers: list[Peer] = await asyncio.gather(*(api.join(sid, "subscriber") for _ in range(60)))
+        assert len({p.id for p in peers}) == 60

@@ -61,9 +61,10 @@ async def test_healthz_and_rest_needs_project_auth(server: ServerProcess, api: A
         },
         api.creds.api_secret,
         algorithm="HS256",
+        headers={"kid": api.creds.kid},
     )
     for token, code in [
-        (other, "token_bad_signature"),
+        (other, "token_unknown_key"),  # its kid names a secret that is not ours
         (tampered, "token_bad_signature"),
         (expired, "token_expired"),
         ("not-a-jwt", "token_malformed"),
@@ -233,7 +234,7 @@ async def test_ws_refuses_bad_tokens(api: Api) -> None:
         (api.mint(sid, ttl=60, now=1e9), "token_expired", 4401),
         (f"{header}.{forged_payload}.{sig}", "token_bad_signature", 4401),
         (good[:-3] + ("AAA" if good[-3:] != "AAA" else "BBB"), "token_bad_signature", 4401),
-        (mint_token(api.creds.api_key, "y" * 43, sid), "token_bad_signature", 4401),
+        (mint_token(api.creds.api_key, "y" * 43, sid), "token_unknown_key", 4401),
         (api.mint(other), "token_wrong_session", 4403),
         ("garbage", "token_malformed", 4401),
         (project_auth_token(api.creds.api_key, api.creds.api_secret), "token_malformed", 4401),

@@ -4,8 +4,10 @@ log hygiene helpers of the server."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -14,10 +16,11 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCSessionDescription
 from e2ee.rtc import net
 from e2ee.server.logs import RateLimitFilter, clean
 from e2ee.server.media import media_error
+from e2ee.sfu import sdp as sdp_module
 from e2ee.sfu.router import Router
-from e2ee.sfu.sdp import InvalidSdp, parse_checked, validate_sdp
+from e2ee.sfu.sdp import InvalidSdp, check_off_loop, parse_checked, validate_sdp
 from support.media import new_pc
-from support.router import publish
+from support.router import publish, subscribe
 
 _HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 _DTLS = "a=fingerprint:sha-256 AA:BB\r\n"
@@ -103,6 +106,94 @@ def test_media_error_maps_aiortc_assertions_to_bad_request(
         err = media_error(AssertionError(), "publish")
     assert (err.code, err.status) == ("bad_request", 400)
     assert not caplog.records
+
+
+# -- SDP parsing off the event loop ---------------------------------------------------------
+
+
+def _record_validations(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, str]]:
+    """(thread ident, thread name, what) of every validate_sdp call (parse_checked's
+    first step) from now on."""
+    calls: list[tuple[int, str, str]] = []
+    original = sdp_module.validate_sdp
+
+    def recording(text: str, what: str) -> None:
+        thread = threading.current_thread()
+        calls.append((thread.ident or 0, thread.name, what))
+        original(text, what)
+
+    monkeypatch.setattr(sdp_module, "validate_sdp", recording)
+    return calls
+
+
+@pytest.mark.asyncio
+async def test_router_parses_offers_and_answers_off_the_event_loop(
+    cleanup: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiortc.mediastreams import VideoStreamTrack
+
+    calls = _record_validations(monkeypatch)
+    router = Router()
+    cleanup.append(router)
+    pc = await publish(router, "alice", [VideoStreamTrack()])
+    cleanup.append(pc)
+    sub_pc, _tracks = await subscribe(router, "bob<-alice", "alice")
+    cleanup.append(sub_pc)
+    loop_thread = threading.get_ident()
+    assert [what for _, _, what in calls] == ["stream 'alice'", "subscription 'bob<-alice'"]
+    for ident, name, _ in calls:
+        assert ident != loop_thread
+        assert name.startswith("e2ee-sdp")
+
+
+@pytest.mark.asyncio
+async def test_the_loop_runs_while_an_offer_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The parse waits for a task on the loop to run: on the loop thread it never would.
+    loop_ran = threading.Event()
+    original = sdp_module.validate_sdp
+
+    def waiting(text: str, what: str) -> None:
+        assert loop_ran.wait(10), "the event loop did not run during the parse"
+        original(text, what)
+
+    monkeypatch.setattr(sdp_module, "validate_sdp", waiting)
+    parse = asyncio.ensure_future(check_off_loop(_HEAD + _DTLS + _ICE + _VIDEO, "t", e2ee=True))
+    await asyncio.sleep(0)
+    loop_ran.set()
+    text, description = await asyncio.wait_for(parse, 15)
+    assert description.media[0].kind == "video"
+    assert text == _HEAD + _DTLS + _ICE + _VIDEO
+
+
+@pytest.mark.asyncio
+async def test_parsing_threads_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    active = 0
+    most = 0
+    threads: set[int] = set()
+    lock = threading.Lock()
+    original = sdp_module.validate_sdp
+
+    def counting(text: str, what: str) -> None:
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+            threads.add(threading.get_ident())
+        try:
+            threading.Event().wait(0.02)  # long enough for the parses to overlap
+            original(text, what)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(sdp_module, "validate_sdp", counting)
+    text = _HEAD + _DTLS + _ICE + _VIDEO
+    results = await asyncio.gather(*(check_off_loop(text, "t", e2ee=True) for _ in range(24)))
+    assert len(results) == 24
+    assert 1 <= most <= sdp_module.PARSE_WORKERS
+    assert len(threads) <= sdp_module.PARSE_WORKERS
+    with pytest.raises(InvalidSdp, match="fingerprint"):  # errors come back to the caller
+        await check_off_loop(_HEAD + _ICE + _VIDEO, "t", e2ee=True)
 
 
 @pytest.mark.asyncio

@@ -117,6 +117,22 @@ def _same(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
+def _check_session_id(session_id: object) -> None:
+    """``ValueError`` unless ``session_id`` is text of 1 to 1024 UTF-8 bytes (a lone
+    surrogate is not text: the same error as ``derive_secret_key`` gives, raised here,
+    before anything is derived, rather than Python's ``UnicodeEncodeError``)."""
+    if not isinstance(session_id, str):
+        raise ValueError("session_id must be a str of 1 to 1024 bytes (UTF-8)")
+    try:
+        size = len(session_id.encode())
+    except UnicodeEncodeError:
+        raise ValueError(
+            "session_id contains a lone surrogate, which is not valid Unicode text"
+        ) from None
+    if not 0 < size <= 1024:
+        raise ValueError("session_id must be a str of 1 to 1024 bytes (UTF-8)")
+
+
 class KeyRing:
     """The encryption secret of one client in one E2EE session.
 
@@ -126,6 +142,10 @@ class KeyRing:
     others, so that a coordinated change is seamless; 0 is strict.  ``kid_source`` draws
     the KIDs of this client's tracks (default :func:`e2ee.new_kid`, 48 bits from the OS
     generator); tests inject a fixed one to force a KID collision.
+
+    ``session_id`` must be text of 1 to 1024 UTF-8 bytes: anything else (a non-str, a
+    lone surrogate) is a plain ``ValueError``, like a bad session id given to
+    :func:`e2ee.derive_secret_key`.
     """
 
     def __init__(
@@ -137,8 +157,7 @@ class KeyRing:
         grace_period: float = 10.0,
         kid_source: KidSource = _core.new_kid,
     ) -> None:
-        if not isinstance(session_id, str) or not 0 < len(session_id.encode()) <= 1024:
-            raise ValueError("session_id must be a str of 1 to 1024 bytes (UTF-8)")
+        _check_session_id(session_id)
         if not 1 <= kdf_iterations <= MAX_ITERATIONS:
             raise ValueError(f"kdf_iterations must be from 1 to {MAX_ITERATIONS}")
         if not 0 <= grace_period <= MAX_GRACE_PERIOD:  # also refuses NaN and infinity

@@ -9,7 +9,8 @@ and prints the API key and where the secret is; the secret is
 never printed, logged or sent.  There is no TLS here: outside the loopback interface,
 serve it behind a TLS-terminating proxy (clients must use https/wss).
 
-``GET /healthz`` answers ``{"status": "ok"}`` without authentication.
+``GET /healthz`` answers ``{"status": "ok"}`` without authentication.  ``GET /v1/metrics``
+(project auth) gives the event loop's lag (:class:`e2ee.server.looplag.LoopLagProbe`).
 
 The browser client is served from the package data of :mod:`e2ee.web` (plain ES modules,
 no build step): ``GET /`` is its page (``index.html``) and ``GET /static/<name>`` its
@@ -27,8 +28,10 @@ Hostile clients: the access log and every log line carrying request text escape 
 ``bad_request`` and one WARNING line without traceback; a connection must send a
 complete request head within :data:`HEADER_TIMEOUT` seconds (also the idle keep-alive
 limit) and at most :data:`MAX_CONNECTIONS` are open at once; :func:`run` rate-limits
-repeated WARNING/ERROR lines (:class:`e2ee.server.logs.RateLimitFilter`).  The router
-offers ICE candidates only on the media addresses (``e2ee serve --media-address``,
+repeated WARNING/ERROR lines (:class:`e2ee.server.logs.RateLimitFilter`).  WebSockets
+from one client address are bounded in number and rate (HTTP 429 before the upgrade,
+:class:`e2ee.server.limits.ServerLimits`); no response names the server software.  The
+router offers ICE candidates only on the media addresses (``e2ee serve --media-address``,
 default the bind host) and uses no STUN server unless configured (``--stun-server``).
 
 ``e2ee serve --dev`` adds the unauthenticated ``/dev`` endpoints of
@@ -58,7 +61,9 @@ from e2ee.server.dev import add_dev_routes, check_dev_host
 from e2ee.server.errors import ApiError
 from e2ee.server.http_compat import GuardedAppRunner
 from e2ee.server.hub import Hub
+from e2ee.server.limits import AddressLimiter, ServerLimits, address_key
 from e2ee.server.logs import RateLimitFilter, clean
+from e2ee.server.looplag import LoopLagProbe
 from e2ee.server.media import RouterFactory, default_router_factory
 from e2ee.server.signaling import websocket_handler
 from e2ee.server.store import DEFAULT_DATA_DIR, SQLiteStore, Store, db_path
@@ -147,12 +152,41 @@ async def _errors(
         return _error_response(ApiError("internal_error", "internal server error", 500))
 
 
+def _address_refusal(key: str, code: str) -> web.Response:
+    """A WebSocket refused by the per-address limits: HTTP 429 before the upgrade, one
+    WARNING line (rate-limited like every repeated line)."""
+    log.warning("refused a WebSocket from %s: %s", clean(key), code)
+    if code == "rate_limited":
+        message = "too many new connections from this address: retry later"
+    else:
+        message = "too many open connections from this address"
+    resp = _error_response(ApiError(code, message, 429))
+    resp.headers["Retry-After"] = "1"
+    return resp
+
+
 async def _strip_server_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.pop("Server", None)
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+LOOP_LAG: web.AppKey[LoopLagProbe] = web.AppKey("e2ee_loop_lag", LoopLagProbe)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /v1/metrics[?since=N]`` (project auth): the event loop's lag
+    (:class:`LoopLagProbe`), for ``e2ee bench soak`` and monitoring.  Behind auth: the
+    lag of a shared loop tells when others are in calls."""
+    await rest._authenticate(request, request.app[HUB])
+    try:
+        since = int(request.query.get("since", "0"))
+    except ValueError:
+        raise ApiError("bad_request", "since must be an integer", 400) from None
+    body = {"loop_lag": request.app[LOOP_LAG].snapshot(since)}
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 # -- the browser client -------------------------------------------------------------------
@@ -243,12 +277,14 @@ async def create_app(
     router_factory: RouterFactory | None = None,
     rtc_configuration: Any = None,
     dev: bool = False,
+    limits: ServerLimits | None = None,
 ) -> web.Application:
     """The aiohttp application.  ``store`` defaults to :class:`SQLiteStore` in
     ``data_dir``; ``router_factory(session_record)`` makes each session's media router
     (default: :class:`e2ee.sfu.router.Router` with ``rtc_configuration``).  ``dev`` adds
     the unauthenticated ``/dev`` endpoints (:mod:`e2ee.server.dev`): only for a server
-    on a loopback address (:func:`serve` checks)."""
+    on a loopback address (:func:`serve` checks).  ``limits``: the tunable budgets
+    (:class:`e2ee.server.limits.ServerLimits`)."""
     if store is None:
         store = SQLiteStore.in_data_dir(data_dir)
     creds = await store.get_or_create_credentials()
@@ -258,16 +294,27 @@ async def create_app(
         creds.api_secret,
         router_factory or default_router_factory(rtc_configuration),
     )
+    hub.limits = limits or ServerLimits()
+    addresses = AddressLimiter.from_limits(hub.limits)
     app = web.Application(middlewares=[_errors], client_max_size=rest.MAX_BODY_BYTES)
     app[HUB] = hub
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/metrics", metrics, allow_head=False)
+    app[LOOP_LAG] = lag = LoopLagProbe()
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static_file)
     if dev:
         add_dev_routes(app, hub)
 
     async def ws(request: web.Request) -> web.StreamResponse:
-        return await websocket_handler(request, hub)
+        key = address_key(request.remote)
+        refusal = addresses.admit(key)
+        if refusal is not None:
+            return _address_refusal(key, refusal)
+        try:
+            return await websocket_handler(request, hub)
+        finally:
+            addresses.release(key)
 
     app.router.add_get("/v1/sessions/{session_id}/ws", ws)
     rest.add_routes(app, hub)
@@ -280,7 +327,16 @@ async def create_app(
         await hub.store.close()
 
     app.on_shutdown.append(on_shutdown)
+
+    async def on_startup(_app: web.Application) -> None:
+        lag.start()
+
+    async def stop_probe(_app: web.Application) -> None:
+        lag.stop()
+
+    app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
+    app.on_cleanup.append(stop_probe)
     return app
 
 
@@ -323,6 +379,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     dev: bool = False,
     media_addresses: Sequence[str] | None = None,
+    limits: ServerLimits | None = None,
 ) -> None:
     """Serves until ``stop`` is set (or SIGINT/SIGTERM).  ``dev``: development mode,
     refused (``ValueError``) unless ``host`` is a loopback address.  ``media_addresses``:
@@ -333,7 +390,11 @@ async def serve(
     data_dir = Path(data_dir)
     net.configure_media_addresses(media_addresses, host)  # which addresses ICE offers
     app = await create_app(
-        data_dir, router_factory=router_factory, rtc_configuration=rtc_configuration, dev=dev
+        data_dir,
+        router_factory=router_factory,
+        rtc_configuration=rtc_configuration,
+        dev=dev,
+        limits=limits,
     )
     runner = GuardedAppRunner(
         app,
@@ -373,6 +434,7 @@ def run(
     rtc_configuration: Any = None,
     dev: bool = False,
     media_addresses: Sequence[str] | None = None,
+    limits: ServerLimits | None = None,
 ) -> None:
     """Runs the server until SIGINT/SIGTERM (blocking).  ``port=0`` picks a free port
     (the banner shows which).  ``dev``: development mode (:mod:`e2ee.server.dev`), only
@@ -385,6 +447,10 @@ def run(
         )
         for handler in logging.getLogger().handlers:
             handler.addFilter(RateLimitFilter())
+        # aioice logs every candidate pair's state change at INFO: a line per check.
+        aioice = logging.getLogger("aioice")
+        if aioice.level == logging.NOTSET:
+            aioice.setLevel(logging.WARNING)
     asyncio.run(
         serve(
             host,
@@ -394,5 +460,6 @@ def run(
             rtc_configuration=rtc_configuration,
             dev=dev,
             media_addresses=media_addresses,
+            limits=limits,
         )
     )

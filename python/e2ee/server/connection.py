@@ -44,12 +44,22 @@ class Connection:
     """One client on the WebSocket.  Outgoing messages go through a bounded queue and a
     writer task, so a slow client never blocks a broadcast to the others."""
 
-    def __init__(self, ws: web.WebSocketResponse, role: Role, data: str, jti: str = "") -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        role: Role,
+        data: str,
+        jti: str = "",
+        expires_at: float | None = None,
+    ) -> None:
         self.id = new_id()
         self.role: Role = role
         self.data = data
-        #: The ``jti`` of the token the client joined with: one participant.
+        #: The ``jti`` of the token the client joined with: one participant, and what a
+        #: force-disconnect revokes.
         self.jti = jti
+        #: When that token expires (Unix time): how long its revocation is kept.
+        self.expires_at = expires_at
         #: Called once when the client is dropped for being too slow.
         self.on_too_slow: Callable[[], None] | None = None
         self.created_at = time.time()

@@ -6,11 +6,18 @@ request bytes, and logs it with a traceback; it has no public hook for that nor 
 refusing connections over a bound.  Both live in the protocol object
 (``aiohttp.web_protocol.RequestHandler``) that ``web.Server`` makes per connection, and
 ``web.AppRunner`` builds that server in its private ``_make_server``.  This module
-swaps in a protocol with two overrides, keeping the rest of aiohttp as it is.  Moving
-to another aiohttp minor: re-check ``RequestHandler.handle_error`` and
+swaps in a protocol with two overrides, keeping the rest of aiohttp as it is.
+
+aiohttp names itself and its version in a ``Server`` header on every response
+(``StreamResponse._prepare_headers``).  The application drops it in its
+``on_response_prepare`` signal, which a request the parser refused never reaches: the
+responses to those are made :class:`_NoServerHeader` here.
+
+Moving to another aiohttp minor: re-check ``RequestHandler.handle_error`` and
 ``connection_made``, ``web.Server.__call__`` (``_loop``, ``_kwargs``),
-``AppRunner._make_server`` and ``WebSocketResponse._req``; tests/e2e/test_hardening_http.py
-and tests/e2e/test_abuse.py fail first.
+``AppRunner._make_server``, ``StreamResponse._prepare_headers`` and
+``WebSocketResponse._req``; tests/e2e/test_hardening_http.py and tests/e2e/test_abuse.py
+fail first.
 """
 
 from __future__ import annotations
@@ -29,6 +36,20 @@ log = logging.getLogger(__name__)
 
 #: ``reject(remote, status, reason)``: the response to a request the parser refused.
 Reject = Callable[[str | None, int, str], web.StreamResponse]
+
+
+class _NoServerHeader(web.Response):
+    """A response without aiohttp's ``Server`` header."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall("Server", None)
+
+
+def _without_server_header(resp: web.StreamResponse) -> web.StreamResponse:
+    if type(resp) is web.Response:
+        resp.__class__ = _NoServerHeader  # same layout; only header preparation differs
+    return resp
 
 
 class _GuardedHandler(RequestHandler):
@@ -52,10 +73,12 @@ class _GuardedHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         if status >= 500:
-            return super().handle_error(request, status, exc, message)
+            return _without_server_header(super().handle_error(request, status, exc, message))
         if request.writer.output_size > 0:
             raise ConnectionError("response already started")
-        return self._reject(request.remote, status, message or type(exc).__name__)
+        return _without_server_header(
+            self._reject(request.remote, status, message or type(exc).__name__)
+        )
 
 
 class _GuardedServer(web.Server):

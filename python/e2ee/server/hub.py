@@ -3,35 +3,110 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from e2ee.server.connection import Connection
 from e2ee.server.errors import CLOSE_GOING_AWAY, ApiError
+from e2ee.server.limits import ServerLimits
 from e2ee.server.media import RouterFactory
 from e2ee.server.rooms import Room
-from e2ee.server.store import SessionRecord, Store
+from e2ee.server.store import ApiSecret, SessionRecord, Store, key_id
+from e2ee.server.tokens import (
+    LEEWAY,
+    MAX_TTL,
+    Keyring,
+    ProjectClaims,
+    TokenClaims,
+    TokenRevoked,
+    unverified_kid,
+    verify_project_auth,
+    verify_token,
+)
 
-__all__ = ["Hub"]
+__all__ = ["KEYRING_CACHE_SECONDS", "Hub"]
+
+#: The live API secrets are re-read from the store when older than this, and at once for
+#: a token naming a key id not known yet: a rotation or retirement done by
+#: ``e2ee credentials`` in another process is seen within this delay.
+KEYRING_CACHE_SECONDS = 1.0
 
 
 class Hub:
     """All rooms of this process, the store, and the project credentials."""
+
+    #: The tunable budgets (``create_app(limits=...)`` sets them).
+    limits: ServerLimits = ServerLimits()
 
     def __init__(
         self, store: Store, api_key: str, api_secret: str, router_factory: RouterFactory
     ) -> None:
         self.store = store
         self.api_key = api_key
-        self._api_secret = api_secret
         self.router_factory = router_factory
         self.rooms: dict[str, Room] = {}
         self._sessions: dict[str, SessionRecord] = {}
+        self._deleted: set[str] = set()  # sessions deleted by this process
+        self._secrets = [ApiSecret(key_id(api_secret), api_secret, time.time(), None)]
+        self._secrets_read = float("-inf")  # monotonic time of the last read
+        # Revoked by this process (jti -> keep until), checked without awaiting the
+        # store: a connection racing its own revocation cannot slip in between.
+        self._revoked: dict[str, float] = {}
 
     @property
     def api_secret(self) -> str:
-        return self._api_secret
+        """The signing secret (as last read from the store)."""
+        return self._secrets[0].secret
 
     def __repr__(self) -> str:  # never show the secret
         return f"Hub(api_key={self.api_key!r}, rooms={len(self.rooms)})"
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    async def keyring(self, kid: str | None = None) -> Keyring:
+        """The live secrets by key id; re-read when stale or when ``kid`` is unknown."""
+        fresh = time.monotonic() - self._secrets_read < KEYRING_CACHE_SECONDS
+        if not fresh or (kid is not None and all(s.kid != kid for s in self._secrets)):
+            secrets = await self.store.api_secrets()
+            if secrets:
+                self._secrets = secrets
+            self._secrets_read = time.monotonic()
+        now = time.time()
+        return {
+            s.kid: s.secret for s in self._secrets if s.expires_at is None or s.expires_at > now
+        }
+
+    async def verify_session_token(self, token: str, session_id: str) -> TokenClaims:
+        """A session token's claims: signed by a live secret, for ``session_id``, not
+        revoked (:class:`e2ee.server.tokens.TokenError` otherwise)."""
+        keys = await self.keyring(unverified_kid(token))
+        claims = verify_token(self.api_key, keys, token, session_id=session_id)
+        if self.revoked_here(claims.jti) or await self.store.is_revoked(claims.jti):
+            raise TokenRevoked("this token was revoked: ask for a new one")
+        return claims
+
+    def revoked_here(self, jti: str) -> bool:
+        """Whether this process revoked ``jti`` (no store access: never awaits)."""
+        return jti in self._revoked
+
+    async def verify_project_auth(self, token: str) -> ProjectClaims:
+        """A project auth token's claims (REST), signed by a live secret."""
+        keys = await self.keyring(unverified_kid(token))
+        return verify_project_auth(self.api_key, keys, token)
+
+    async def revoke(self, jti: str, expires_at: float | None = None) -> None:
+        """Puts the token ``jti`` on the deny-list until it would have expired anyway
+        (``expires_at`` unknown: the longest a token of ours can live)."""
+        if not jti:
+            return
+        now = time.time()
+        if expires_at is None:
+            expires_at = now + MAX_TTL + LEEWAY  # iat may lie LEEWAY ahead
+        keep_until = expires_at + LEEWAY  # verification accepts exp up to LEEWAY late
+        self._revoked = {j: t for j, t in self._revoked.items() if t > now}
+        self._revoked[jti] = keep_until
+        await self.store.revoke_token(jti, keep_until)
+
+    # -- sessions -------------------------------------------------------------------------
 
     async def session(self, session_id: str) -> SessionRecord | None:
         """The session record (cached: sessions are immutable)."""
@@ -40,8 +115,11 @@ class Hub:
             if not session_id or len(session_id) > 128:
                 return None
             record = await self.store.get_session(session_id)
-            if record is not None:
+            # Deleted while we were reading: a new connection must not revive it.
+            if record is not None and session_id not in self._deleted:
                 self._sessions[session_id] = record
+            else:
+                record = None
         return record
 
     async def require_session(self, session_id: str) -> SessionRecord:
@@ -52,6 +130,18 @@ class Hub:
 
     def remember(self, record: SessionRecord) -> None:
         self._sessions[record.id] = record
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Deletes a session from the store and disconnects everyone in it (reason
+        ``session_deleted``); ``False`` if there was no such session."""
+        if not await self.store.delete_session(session_id):
+            return False
+        self._deleted.add(session_id)
+        self._sessions.pop(session_id, None)
+        room = self.rooms.get(session_id)
+        if room is not None:
+            await room.close_all("session_deleted")
+        return True
 
     def room(self, record: SessionRecord) -> Room:
         room = self.rooms.get(record.id)

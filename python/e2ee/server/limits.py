@@ -1,4 +1,6 @@
-"""Per-connection rate limits of the signaling WebSocket: token buckets by message type.
+"""Budgets of the session server: the tunable ones (:class:`ServerLimits`), the
+per-connection rate limits of the signaling WebSocket (token buckets by message type) and
+the per-address limits of new WebSocket connections (:class:`AddressLimiter`).
 
 A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens a second; a message
 takes one token, and a message that finds its bucket empty is refused (``rate_limited``)
@@ -9,10 +11,53 @@ keeps sending over its limits empties that too and is disconnected
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LIMITS", "STRIKES", "Bucket", "Limit", "RateLimiter"]
+__all__ = [
+    "LIMITS",
+    "STRIKES",
+    "AddressLimiter",
+    "Bucket",
+    "Limit",
+    "RateLimiter",
+    "ServerLimits",
+    "address_key",
+]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The budgets an operator (or a test) may change: ``create_app(limits=...)``,
+    ``serve``/``run(limits=...)``.
+
+    ``pending_subscription_seconds``: an unanswered subscription ends after this long
+    (``subscription_expired``).  ``max_pending_subscriptions_per_token``: unanswered
+    subscriptions of all the connections of one token together (each holds a router peer
+    connection and a UDP socket).  ``max_connections_per_address``: WebSocket connections
+    open at once from one client address (an IPv6 address counts by its /64), 0 for no
+    limit; ``connect_rate``/``connect_burst``: the token bucket of new WebSocket
+    connections per address.  Both are refused with HTTP 429 before the upgrade.  Behind
+    a reverse proxy every client has the proxy's address: raise them (or 0) there.
+    """
+
+    pending_subscription_seconds: float = 15.0
+    max_pending_subscriptions_per_token: int = 8
+    max_connections_per_address: int = 64
+    connect_rate: float = 20.0
+    connect_burst: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not self.pending_subscription_seconds > 0:
+            raise ValueError("pending_subscription_seconds must be positive")
+        if self.max_pending_subscriptions_per_token < 1:
+            raise ValueError("max_pending_subscriptions_per_token must be at least 1")
+        if self.max_connections_per_address < 0:
+            raise ValueError("max_connections_per_address must be 0 (no limit) or more")
+        if not (self.connect_rate > 0 and self.connect_burst >= 1):
+            raise ValueError("connect_rate must be positive and connect_burst at least 1")
 
 
 @dataclass(frozen=True)
@@ -53,6 +98,10 @@ class Bucket:
         self._tokens -= 1.0
         return True
 
+    def full(self, now: float) -> bool:
+        """Whether the bucket has refilled (forgetting it would change nothing)."""
+        return self._tokens + (now - self._at) * self.limit.rate >= self.limit.burst
+
 
 class RateLimiter:
     """The buckets of one connection."""
@@ -74,3 +123,92 @@ class RateLimiter:
     def strike(self) -> bool:
         """Records a refused message; ``False`` once the client should be disconnected."""
         return self._strikes.take(time.monotonic())
+
+
+# -- per client address ------------------------------------------------------------------
+
+
+def address_key(remote: str | None) -> str:
+    """What the per-address limits count by: the IPv4 address, an IPv6 address's /64
+    (one host usually has a whole /64), the text as is if it is no IP address."""
+    if not remote:
+        return "?"
+    try:
+        ip = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return remote
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class _Address:
+    __slots__ = ("attempts", "open")
+
+    def __init__(self, limit: Limit, now: float) -> None:
+        self.open = 0
+        self.attempts = Bucket(limit, now)
+
+
+class AddressLimiter:
+    """The WebSocket connections of each client address: at most ``max_open`` at once
+    (0: no limit), new ones at ``rate``/s with bursts of ``burst``.  Addresses with no
+    open connection and a full bucket are forgotten once more than :attr:`MAX_TRACKED`
+    are known, so the table stays small."""
+
+    MAX_TRACKED = 4096
+
+    def __init__(
+        self,
+        max_open: int,
+        rate: float,
+        burst: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_open = max_open
+        self.limit = Limit(rate, burst)
+        self._clock = clock
+        self._table: dict[str, _Address] = {}
+
+    @classmethod
+    def from_limits(cls, limits: ServerLimits) -> AddressLimiter:
+        return cls(limits.max_connections_per_address, limits.connect_rate, limits.connect_burst)
+
+    def admit(self, key: str) -> str | None:
+        """Counts a new connection from ``key`` (:func:`address_key`) and returns
+        ``None``, or refuses it: the error code, ``rate_limited`` (too many new
+        connections) or ``address_connection_limit`` (too many open).  An admitted
+        connection must be released (:meth:`release`) when it ends."""
+        now = self._clock()
+        entry = self._table.get(key)
+        if entry is None:
+            if len(self._table) >= self.MAX_TRACKED:
+                self._prune(now)
+            entry = self._table[key] = _Address(self.limit, now)
+        if not entry.attempts.take(now):
+            return "rate_limited"
+        if self.max_open and entry.open >= self.max_open:
+            return "address_connection_limit"
+        entry.open += 1
+        return None
+
+    def release(self, key: str) -> None:
+        entry = self._table.get(key)
+        if entry is not None and entry.open > 0:
+            entry.open -= 1
+
+    def open_connections(self, key: str) -> int:
+        entry = self._table.get(key)
+        return 0 if entry is None else entry.open
+
+    def _prune(self, now: float) -> None:
+        idle = [k for k, e in self._table.items() if e.open == 0 and e.attempts.full(now)]
+        if len(idle) < len(self._table) // 4:
+            # Mostly addresses that just connected and left: forget their rate state too
+            # rather than grow without bound (the open counts are kept: they are exact).
+            idle = [k for k, e in self._table.items() if e.open == 0]
+        for key in idle:
+            del self._table[key]

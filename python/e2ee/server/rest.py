@@ -8,11 +8,20 @@ Errors are ``{"type": "error", "code": ..., "message": ...}`` with an HTTP statu
 method   path                                        result
 =======  ==========================================  =====================================
 POST     /v1/sessions                                201 session
+GET      /v1/sessions?limit=50                       200 {sessions: [session, ...]}, newest
+                                                     first, ``limit`` 1 to 1000
 GET      /v1/sessions/{id}                           200 session with live connections,
                                                      streams, subscriber counts, router
+DELETE   /v1/sessions/{id}                           204; everyone in it gets
+                                                     ``disconnected`` (``session_deleted``)
+                                                     and close 4404; its tokens are refused
 POST     /v1/sessions/{id}/tokens                    201 {token, session_id, role, data,
                                                      expires_at}
-DELETE   /v1/sessions/{id}/connections/{cid}         204 (force disconnect)
+POST     /v1/sessions/{id}/revocations               204; body {jti}: the token is refused
+                                                     from now on (``token_revoked``) and its
+                                                     connections are force-disconnected
+DELETE   /v1/sessions/{id}/connections/{cid}         204 (force disconnect; its token is
+                                                     revoked)
 DELETE   /v1/sessions/{id}/streams/{sid}             204 (force unpublish)
 POST     /v1/sessions/{id}/archive|broadcast|sip     409 e2ee_unsupported_feature (E2EE),
                                                      501 not_implemented (otherwise)
@@ -22,6 +31,7 @@ POST     /v1/sessions/{id}/archive|broadcast|sip     409 e2ee_unsupported_featur
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,7 +49,6 @@ from e2ee.server.tokens import (
     ROLES,
     TokenError,
     mint_token,
-    verify_project_auth,
 )
 from e2ee.wire.params import DEFAULT_ITERATIONS, DEFAULT_SUITE, MAX_ITERATIONS
 
@@ -51,6 +60,11 @@ MAX_PARTICIPANTS = 1000
 DEFAULT_MAX_PARTICIPANTS = 50
 #: Body size limit of the REST API.
 MAX_BODY_BYTES = 64 * 1024
+#: ``GET /v1/sessions``: sessions listed by default and at most.
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 1000
+#: A ``jti`` to revoke: printable ASCII without spaces (ours are 22 base64url characters).
+_JTI = re.compile(r"[\x21-\x7e]{1,128}")
 
 _FEATURES = {
     "archive": "archiving",
@@ -65,13 +79,13 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
 
-def _authenticate(request: web.Request, hub: Hub) -> None:
+async def _authenticate(request: web.Request, hub: Hub) -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError("unauthorized", "send 'Authorization: Bearer <project auth token>'", 401)
     try:
-        verify_project_auth(hub.api_key, hub.api_secret, token.strip())
+        await hub.verify_project_auth(token.strip())
     except TokenError as exc:
         raise ApiError(exc.code, exc.message, 401) from None
 
@@ -180,9 +194,45 @@ async def store_new_session(hub: Hub, options: dict[str, Any]) -> SessionRecord:
     return record
 
 
+async def list_sessions(request: web.Request, hub: Hub) -> web.StreamResponse:
+    unknown = sorted(set(request.query) - {"limit"})
+    if unknown:
+        raise ApiError("bad_request", f"unknown parameter(s): {', '.join(unknown)[:200]}")
+    raw = request.query.get("limit", str(DEFAULT_LIST_LIMIT))
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 5) or not (
+        1 <= int(raw) <= MAX_LIST_LIMIT
+    ):
+        raise ApiError("bad_request", f"'limit' must be an integer from 1 to {MAX_LIST_LIMIT}")
+    records = await hub.store.list_sessions(int(raw))
+    return json_response({"sessions": [session_json(r, hub.rooms.get(r.id)) for r in records]})
+
+
 async def get_session(request: web.Request, hub: Hub) -> web.StreamResponse:
     record = await hub.require_session(request.match_info["session_id"])
     return json_response(session_json(record, hub.rooms.get(record.id)))
+
+
+async def delete_session(request: web.Request, hub: Hub) -> web.StreamResponse:
+    record = await hub.require_session(request.match_info["session_id"])
+    if not await hub.delete_session(record.id):
+        raise ApiError("session_not_found", "no such session", 404)
+    return web.Response(status=204)
+
+
+async def revoke_token(request: web.Request, hub: Hub) -> web.StreamResponse:
+    record = await hub.require_session(request.match_info["session_id"])
+    body = await _json_body(request, empty_ok=False)
+    unknown = sorted(set(body) - {"jti"})
+    if unknown:
+        raise ApiError("bad_request", f"unknown field(s): {', '.join(map(str, unknown))[:200]}")
+    jti = body.get("jti")
+    if not isinstance(jti, str) or not _JTI.fullmatch(jti):
+        raise ApiError("bad_request", "'jti' must be a token id: 1 to 128 printable characters")
+    await hub.revoke(jti)
+    room = hub.rooms.get(record.id)
+    if room is not None:
+        await room.disconnect_token(jti)
+    return web.Response(status=204)
 
 
 async def create_token(request: web.Request, hub: Hub) -> web.StreamResponse:
@@ -257,15 +307,18 @@ def _feature(name: str) -> RestHandler:
 def add_routes(app: web.Application, hub: Hub) -> None:
     def auth(handler: RestHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            _authenticate(request, hub)
+            await _authenticate(request, hub)
             return await handler(request, hub)
 
         return wrapped
 
     sid = "/v1/sessions/{session_id}"
     app.router.add_post("/v1/sessions", auth(create_session))
+    app.router.add_get("/v1/sessions", auth(list_sessions), allow_head=False)
     app.router.add_get(sid, auth(get_session), allow_head=False)
+    app.router.add_delete(sid, auth(delete_session))
     app.router.add_post(sid + "/tokens", auth(create_token))
+    app.router.add_post(sid + "/revocations", auth(revoke_token))
     app.router.add_delete(sid + "/connections/{connection_id}", auth(delete_connection))
     app.router.add_delete(sid + "/streams/{stream_id}", auth(delete_stream))
     for name in _FEATURES:

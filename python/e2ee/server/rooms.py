@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from e2ee.server.connection import Connection
-from e2ee.server.errors import CLOSE_FORCE_DISCONNECTED, ApiError
+from e2ee.server.errors import CLOSE_FORCE_DISCONNECTED, CLOSE_NOT_FOUND, ApiError
+from e2ee.server.limits import ServerLimits
 from e2ee.server.media import MediaRouter, RouterFactory
 from e2ee.server.store import SessionRecord
 
@@ -63,8 +64,13 @@ class RoomOwner(Protocol):
     """What a :class:`Room` needs of the :class:`e2ee.server.hub.Hub` that holds it."""
 
     router_factory: RouterFactory
+    limits: ServerLimits
 
     async def retire(self, room: Room) -> None: ...
+
+    async def revoke(self, jti: str, expires_at: float | None = None) -> None: ...
+
+    def revoked_here(self, jti: str) -> bool: ...
 
 
 # -- live objects -----------------------------------------------------------------------
@@ -119,6 +125,7 @@ class Room:
         self.subscriptions: dict[str, Subscription] = {}
         self._router: MediaRouter | None = None
         self._token_connections: dict[str, int] = {}  # jti -> open connections
+        self.subscribing: dict[str, int] = {}  # jti -> subscriptions being set up
         self._count_timers: dict[str, asyncio.TimerHandle] = {}  # stream -> pending count
         self._cleanups: set[asyncio.Task[None]] = set()  # router clean-ups in flight
 
@@ -214,6 +221,8 @@ class Room:
         full (participants are tokens; moderators get a small reserve above the limit)
         and ``token_connection_limit`` if its token already has
         :data:`MAX_CONNECTIONS_PER_TOKEN` connections."""
+        if self.hub.revoked_here(conn.jti):  # revoked while this connection was checked
+            raise ApiError("token_revoked", "this token was revoked: ask for a new one", 401)
         same_token = self._token_connections.get(conn.jti, 0)
         if same_token >= MAX_CONNECTIONS_PER_TOKEN:
             raise ApiError(
@@ -267,13 +276,39 @@ class Room:
             await self.hub.retire(self)
 
     async def force_disconnect(self, connection_id: str) -> None:
-        """Removes a connection (moderator or REST); ``unknown_connection`` if none."""
+        """Removes a connection (moderator or REST) and revokes its token, so that it
+        cannot come straight back (``token_revoked``); ``unknown_connection`` if none.
+        The token's other connections go too: participants are counted by token, so
+        removing one means removing all its connections."""
         conn = self.connections.get(connection_id)
         if conn is None:
             raise ApiError("unknown_connection", "no such connection in this session", 404)
+        # Revoked before it is removed: a reconnect racing the removal is refused.
+        await self.hub.revoke(conn.jti, conn.expires_at)
         await self.remove_connection(
             conn, "force_disconnected", close=(CLOSE_FORCE_DISCONNECTED, "force disconnected")
         )
+        await self.disconnect_token(conn.jti)
+
+    async def disconnect_token(self, jti: str) -> int:
+        """Force-disconnects every connection that joined with the token ``jti`` (after
+        its revocation); how many there were."""
+        conns = [c for c in self.connections.values() if c.jti == jti]
+        for conn in conns:
+            await self.remove_connection(
+                conn, "force_disconnected", close=(CLOSE_FORCE_DISCONNECTED, "token revoked")
+            )
+        return len(conns)
+
+    async def close_all(self, reason: str) -> None:
+        """Disconnects everyone (the session was deleted): ``disconnected`` with
+        ``reason``, then close 4404, as a client joining a missing session gets."""
+        conns = list(self.connections.values())
+        for conn in conns:  # all told and closed first: no one hears of the others leaving
+            conn.send({"type": "disconnected", "reason": reason})
+            conn.close(CLOSE_NOT_FOUND, reason)
+        for conn in conns:
+            await self.remove_connection(conn, reason)
 
     # -- streams --------------------------------------------------------------------------
 
@@ -311,9 +346,16 @@ class Room:
         subs = (self.subscriptions.get(i) for i in conn.subscriptions)
         return sum(1 for s in subs if s is not None and not s.answered)
 
+    def pending_subscriptions_of_token(self, jti: str) -> int:
+        """Subscriptions not answered yet (or being set up) of every connection of the
+        token ``jti``."""
+        held = sum(self.pending_subscriptions(c) for c in self.connections.values() if c.jti == jti)
+        return held + self.subscribing.get(jti, 0)
+
     def add_subscription(self, conn: Connection, sub: Subscription) -> None:
         """Registers ``sub`` (unanswered): it expires after
-        :data:`PENDING_SUBSCRIPTION_SECONDS` unless answered (:meth:`answered`)."""
+        ``limits.pending_subscription_seconds`` (default
+        :data:`PENDING_SUBSCRIPTION_SECONDS`) unless answered."""
         self.subscriptions[sub.id] = sub
         conn.subscriptions.add(sub.id)
         if not sub.answered:
@@ -324,7 +366,7 @@ class Room:
         """(Re)starts the timer that ends ``sub`` if it stays unanswered."""
         sub.settle()
         sub.expiry = asyncio.get_running_loop().call_later(
-            PENDING_SUBSCRIPTION_SECONDS, self._expire_subscription, sub.id
+            self.hub.limits.pending_subscription_seconds, self._expire_subscription, sub.id
         )
 
     def _expire_subscription(self, sub_id: str) -> None:

@@ -7,7 +7,8 @@ Connecting
     ====  =============================================================================
     4400  ``token_missing``: no ``token`` query parameter
     4401  ``token_malformed``, ``token_bad_signature``, ``token_expired``,
-          ``token_unknown_role``
+          ``token_unknown_role``, ``token_unknown_key`` (no ``kid``, or a retired
+          API secret), ``token_revoked`` (force-disconnected, or revoked by REST)
     4403  ``token_wrong_session``: a valid token for another session
     4404  ``session_not_found``
     4429  ``participant_limit``: the session already has ``max_participants``
@@ -23,17 +24,24 @@ Connecting
     (A JSON error and a close code rather than an HTTP 401 before the upgrade, because a
     browser's WebSocket API never shows the HTTP status of a failed upgrade.)
 
+    Before the upgrade, only the per-address limits (``ServerLimits``) answer HTTP 429
+    with a JSON error: ``address_connection_limit`` (64 WebSockets open from one client
+    address, an IPv6 /64 counting as one) or ``rate_limited`` (new WebSockets from one
+    address over 20/s, burst 120).
+
     An accepted client first receives ``{"type": "session", "session": {...},
     "connection": {...}, "connections": [...], "streams": [...]}`` (``connections``
     includes the client's own).
 
-Later closes: 4001 force-disconnected by a moderator (reason ``force_disconnected``),
-4008 too slow to read its messages (``too_slow``: 512 messages queued for it; it then has
-10 s to read them before its socket is dropped), 4029 kept sending over its rate limits
-(``rate_limited``), 1001 server shutting down (``server_shutdown``), 1009 a message over
-the hard limit (1 MiB).  Before a close initiated by the server (but 1009) the client
-receives ``{"type": "disconnected", "reason": ...}`` as its last message; the queue keeps
-room for it.  The others see ``connection_destroyed`` with the same reason.
+Later closes: 4001 force-disconnected by a moderator or the REST API (reason
+``force_disconnected``; the token is revoked, so it cannot rejoin), 4404 the session was
+deleted (``session_deleted``), 4008 too slow to read its messages (``too_slow``: 512
+messages queued for it; it then has 10 s to read them before its socket is dropped), 4029
+kept sending over its rate limits (``rate_limited``), 1001 server shutting down
+(``server_shutdown``), 1009 a message over the hard limit (1 MiB).  Before a close
+initiated by the server (but 1009) the client receives ``{"type": "disconnected",
+"reason": ...}`` as its last message; the queue keeps room for it.  The others see
+``connection_destroyed`` with the same reason.
 
 Client messages are JSON objects with a ``type`` and an optional ``id`` (a string of at
 most 64 characters or an integer) echoed in the reply, which is ``{"type": "ok", "id"}``
@@ -74,10 +82,12 @@ type, ``rate``/s refill and ``burst`` size: ``signal`` 20/40; ``subscribe``, ``a
 and gets the error ``rate_limited``; refused messages take from a bucket of 5/s, burst
 50, and a client that empties it is disconnected with 4029.  Other errors:
 ``limit_exceeded`` for more than 8 streams published, 256 subscriptions, or 8
-subscriptions waiting for their ``answer``; ``bad_request`` for an SDP over 64 KiB or with
-more than 16 media (``m=``) sections (checked before it is parsed).  A subscription not
-answered within 15 s ends (the router lets go of it) and the subscriber gets
-``subscription_expired``; its ``answer`` then gets ``unknown_subscription``.
+subscriptions waiting for their ``answer`` (on one connection, and on all the connections
+of one token together); ``bad_request`` for an SDP over 64 KiB or with more than 16 media
+(``m=``) sections (checked before it is parsed; the router parses on a worker thread).  A
+subscription not answered within 15 s (``ServerLimits.pending_subscription_seconds``)
+ends (the router lets go of it) and the subscriber gets ``subscription_expired``; its
+``answer`` then gets ``unknown_subscription``.
 
 Relayed sessions (peers connect directly): the server does signaling only, and
 ``publish``/``subscribe`` answer ``not_implemented`` for now; ``signal`` carries the
@@ -114,7 +124,7 @@ from e2ee.server.rooms import (
     Stream,
     Subscription,
 )
-from e2ee.server.tokens import TokenError, TokenWrongSession, verify_token
+from e2ee.server.tokens import TokenError, TokenWrongSession
 from e2ee.server.validate import (
     MAX_ID_CHARS,
     check_sdp,
@@ -237,14 +247,27 @@ class Session:
                 "limit_exceeded",
                 f"at most {MAX_PENDING_SUBSCRIPTIONS} subscriptions may wait for an answer",
             )
+        # Also across the token's connections, counting those being set up (the other
+        # connections' messages run while this one awaits the router).
+        per_token, jti = self.hub.limits.max_pending_subscriptions_per_token, self.conn.jti
+        if self.room.pending_subscriptions_of_token(jti) >= per_token:
+            raise ApiError(
+                "limit_exceeded",
+                f"at most {per_token} subscriptions of one token may wait for an answer",
+            )
         router = self.room.router()
         sub_id = new_id()
+        subscribing = self.room.subscribing
+        subscribing[jti] = subscribing.get(jti, 0) + 1
         try:
             offer = await router.subscribe(sub_id, stream_id)
         except ApiError:
             raise
         except Exception as exc:
             raise media_error(exc, "subscribe") from None
+        finally:
+            if (left := subscribing.pop(jti, 1) - 1) > 0:
+                subscribing[jti] = left
         gone = not self.conn.alive or self.conn.id not in self.room.connections
         if gone or stream_id not in self.room.streams:
             await _discard(router.unsubscribe(sub_id))
@@ -464,7 +487,7 @@ async def websocket_handler(request: web.Request, hub: Hub) -> web.StreamRespons
             ws, CLOSE_BAD_REQUEST, ApiError("token_missing", "a 'token' query parameter is needed")
         )
     try:
-        claims = verify_token(hub.api_key, hub.api_secret, token, session_id=session_id)
+        claims = await hub.verify_session_token(token, session_id)
     except TokenWrongSession as exc:
         return await _refuse(ws, CLOSE_FORBIDDEN, ApiError(exc.code, exc.message))
     except TokenError as exc:
@@ -473,7 +496,7 @@ async def websocket_handler(request: web.Request, hub: Hub) -> web.StreamRespons
     if record is None:
         return await _refuse(ws, CLOSE_NOT_FOUND, ApiError("session_not_found", "no such session"))
 
-    conn = Connection(ws, claims.role, claims.data, claims.jti)
+    conn = Connection(ws, claims.role, claims.data, claims.jti, claims.expires_at)
     room = hub.room(record)
     try:
         room.add_connection(conn)

@@ -1,16 +1,21 @@
 """Tokens: who may join which session, and who may call the REST API.
 
 Two kinds of JWT, both HS256 signed with the project's API secret, both with
-``iss = api_key``.  A ``scope`` claim keeps them apart, so a client holding a session
-token can never use it on the REST API, and a REST credential is not a session token:
+``iss = api_key`` and a ``kid`` header naming the secret that signed them
+(:func:`e2ee.server.store.key_id`).  Verification takes the secret named by ``kid`` from
+the live ones (two during a rotation, ``e2ee credentials rotate``); a token without a
+``kid``, or naming a retired or unknown secret, is refused (``token_unknown_key``).  A
+``scope`` claim keeps the two kinds apart, so a client holding a session token can never
+use it on the REST API, and a REST credential is not a session token:
 
 * **Session tokens** (``scope = "session.connect"``), handed to clients, minted with
   :func:`mint_token` (or ``POST /v1/sessions/{id}/tokens``) and checked with
   :func:`verify_token` when a client connects.  Claims: ``session_id``, ``role``
   (``subscriber`` | ``publisher`` | ``moderator``), ``data`` (connection data, at most
   1000 characters, **visible to everyone in the session**: never put personal or secret
-  information in it), ``iat``, ``exp`` (default 24 h, at most 30 days), ``jti`` (random,
-  unique).
+  information in it), ``iat``, ``exp`` (default 6 h, at most 24 h: a token whose
+  ``exp - iat`` is longer is refused even if signed), ``jti`` (random, unique; the server
+  keeps a deny-list of revoked ones, ``token_revoked``).
 * **Project auth tokens** (``scope = "project"``), short-lived (default 5 minutes, at most
   1 hour), made with :func:`project_auth_token` by the application server and sent as
   ``Authorization: Bearer <jwt>``; the API secret itself never travels.
@@ -25,12 +30,14 @@ import binascii
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import jwt
 
 from e2ee.errors import E2eeError
+from e2ee.server.store import key_id
 
 __all__ = [
     "DEFAULT_TTL",
@@ -38,26 +45,31 @@ __all__ = [
     "MAX_DATA_CHARS",
     "MAX_TTL",
     "ROLES",
+    "Keyring",
     "ProjectClaims",
     "TokenBadSignature",
     "TokenClaims",
     "TokenError",
     "TokenExpired",
     "TokenMalformed",
+    "TokenRevoked",
+    "TokenUnknownKey",
     "TokenUnknownRole",
     "TokenWrongSession",
+    "key_id",
     "mint_token",
     "project_auth_token",
+    "unverified_kid",
     "verify_project_auth",
     "verify_token",
 ]
 
 Role = Literal["subscriber", "publisher", "moderator"]
 ROLES: Final = ("subscriber", "publisher", "moderator")
-#: Default lifetime of a session token: 24 hours.
-DEFAULT_TTL: Final = 24 * 3600
-#: Longest lifetime of a session token: 30 days.
-MAX_TTL: Final = 30 * 24 * 3600
+#: Default lifetime of a session token: 6 hours (a working day's call, reconnects included).
+DEFAULT_TTL: Final = 6 * 3600
+#: Longest lifetime of a session token: 24 hours (a leaked token dies the same day).
+MAX_TTL: Final = 24 * 3600
 #: Longest lifetime of a project auth token: 1 hour (default 5 minutes).
 MAX_AUTH_TTL: Final = 3600
 MAX_DATA_CHARS: Final = 1000
@@ -95,7 +107,7 @@ class TokenMalformed(TokenError):
 
 
 class TokenBadSignature(TokenError):
-    """The signature does not verify with this project's API secret (tampered, or
+    """The signature does not verify with the API secret the token names (tampered, or
     minted by another project), or the algorithm is not HS256."""
 
     reason = "bad_signature"
@@ -105,6 +117,20 @@ class TokenExpired(TokenError):
     """``exp`` has passed (or, for a project auth token, lies too far in the future)."""
 
     reason = "expired"
+
+
+class TokenUnknownKey(TokenError):
+    """The token names no ``kid``, or one that is not a live API secret of this project
+    (retired after a rotation, or never ours)."""
+
+    reason = "unknown_key"
+
+
+class TokenRevoked(TokenError):
+    """The token's ``jti`` is on the server's deny-list (its holder was
+    force-disconnected, or the token was revoked through the REST API)."""
+
+    reason = "revoked"
 
 
 class TokenWrongSession(TokenError):
@@ -175,7 +201,7 @@ def mint_token(
     """A session token for ``session_id``.
 
     ``role``: ``"subscriber"`` (cannot publish), ``"publisher"`` or ``"moderator"`` (can
-    also force-disconnect and force-unpublish).  ``ttl`` in seconds, 1 to 30 days.
+    also force-disconnect and force-unpublish).  ``ttl`` in seconds, 1 s to 24 h.
     ``data`` is the connection data, at most 1000 characters, shown to **everyone** in
     the session.  ``now`` (Unix time) is for tests.  Does not check that the session
     exists (the REST endpoint and the ``e2ee token`` command do).
@@ -201,7 +227,7 @@ def mint_token(
         "exp": iat + ttl,
         "jti": secrets.token_urlsafe(16),
     }
-    return jwt.encode(claims, api_secret, algorithm=_ALGORITHM)
+    return jwt.encode(claims, api_secret, algorithm=_ALGORITHM, headers={"kid": key_id(api_secret)})
 
 
 def project_auth_token(
@@ -219,7 +245,7 @@ def project_auth_token(
         "exp": iat + ttl,
         "jti": secrets.token_urlsafe(16),
     }
-    return jwt.encode(claims, api_secret, algorithm=_ALGORITHM)
+    return jwt.encode(claims, api_secret, algorithm=_ALGORITHM, headers={"kid": key_id(api_secret)})
 
 
 # -- verifying --------------------------------------------------------------------------
@@ -237,7 +263,34 @@ def _segment(token: str, index: int) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _decode(api_key: str, api_secret: str, token: object, now: float | None) -> dict[str, Any]:
+#: The live API secrets by key id (``kid`` -> secret).  Where a function takes
+#: ``api_secret: str | Keyring``, a plain secret stands for the keyring of that one secret.
+Keyring = Mapping[str, str]
+
+
+def unverified_kid(token: object) -> str | None:
+    """The ``kid`` named in a token's header, unverified (to pick the key), or ``None``."""
+    if not isinstance(token, str) or len(token) > 8192:
+        return None
+    header = _segment(token, 0)
+    kid = header.get("kid") if header is not None else None
+    return kid if isinstance(kid, str) else None
+
+
+def _secret_for(header: dict[str, Any], api_secret: str | Keyring) -> str:
+    keys = {key_id(api_secret): api_secret} if isinstance(api_secret, str) else api_secret
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise TokenUnknownKey("the token names no signing key ('kid' header)")
+    secret = keys.get(kid)
+    if secret is None:
+        raise TokenUnknownKey("the token's signing key is unknown or retired: get a new token")
+    return secret
+
+
+def _decode(
+    api_key: str, api_secret: str | Keyring, token: object, now: float | None
+) -> dict[str, Any]:
     if not isinstance(token, str) or not token or len(token) > 8192:
         raise TokenMalformed("the token is missing or not a JWT")
     header = _segment(token, 0)
@@ -245,10 +298,11 @@ def _decode(api_key: str, api_secret: str, token: object, now: float | None) -> 
         raise TokenMalformed("the token is not a JWT")
     if header.get("alg") != _ALGORITHM:
         raise TokenBadSignature(f"the token must be signed with {_ALGORITHM}")
+    secret = _secret_for(header, api_secret)
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            api_secret,
+            secret,
             algorithms=[_ALGORITHM],
             options={
                 "require": ["iss", "iat", "exp", "jti", "scope"],
@@ -284,7 +338,7 @@ def _decode(api_key: str, api_secret: str, token: object, now: float | None) -> 
 
 def verify_token(
     api_key: str,
-    api_secret: str,
+    api_secret: str | Keyring,
     token: str,
     *,
     session_id: str | None = None,
@@ -292,14 +346,19 @@ def verify_token(
 ) -> TokenClaims:
     """Checks a session token and returns its claims.
 
-    With ``session_id``, the token must be for that session (else
-    :class:`TokenWrongSession`).  Raises a :class:`TokenError` subclass:
-    :class:`TokenMalformed`, :class:`TokenBadSignature`, :class:`TokenExpired`,
-    :class:`TokenWrongSession` or :class:`TokenUnknownRole`.
+    ``api_secret``: the live secrets by key id, or one secret.  With ``session_id``, the
+    token must be for that session (else :class:`TokenWrongSession`).  Raises a
+    :class:`TokenError` subclass: :class:`TokenMalformed`, :class:`TokenUnknownKey`,
+    :class:`TokenBadSignature`, :class:`TokenExpired` (also for a lifetime ``exp - iat``
+    over :data:`MAX_TTL`), :class:`TokenWrongSession` or :class:`TokenUnknownRole`.  The
+    deny-list (:class:`TokenRevoked`) is the server's to check.
     """
     claims = _decode(api_key, api_secret, token, now)
     if claims["scope"] != SESSION_SCOPE:
         raise TokenMalformed("this is not a session token")
+    if claims["exp"] - claims["iat"] > MAX_TTL:
+        # Signed by us or not, no token of ours lives longer (the year-9999 token).
+        raise TokenExpired(f"session tokens must expire within {MAX_TTL} s of 'iat'")
     sid = claims.get("session_id")
     data = claims.get("data", "")
     if not isinstance(sid, str) or not sid:
@@ -322,7 +381,7 @@ def verify_token(
 
 
 def verify_project_auth(
-    api_key: str, api_secret: str, token: str, *, now: float | None = None
+    api_key: str, api_secret: str | Keyring, token: str, *, now: float | None = None
 ) -> ProjectClaims:
     """Checks a project auth token (the REST API's ``Authorization: Bearer``).  A token
     whose ``exp`` lies more than :data:`MAX_AUTH_TTL` ahead is refused as

@@ -82,10 +82,9 @@ from e2ee.sfu.frames import Totals
 from e2ee.sfu.ingress import Forwarder
 from e2ee.sfu.sdp import (
     ALLOWED_CODECS,
-    check_codecs,
+    check_off_loop,
     codec_preferences,
     media_ssrc,
-    parse_checked,
     without_media_derived_extensions,
 )
 
@@ -168,10 +167,13 @@ class Router:
             raise ValueError(f"publish() needs an offer, got {offer.type!r}")
         if stream_id in self._streams:
             raise ValueError(f"stream {stream_id!r} is already published")
-        if self.e2ee:
-            offer = without_media_derived_extensions(offer)
-        description = parse_checked(offer.sdp, f"stream {stream_id!r}")
-        check_codecs(description, f"stream {stream_id!r}", self.e2ee)
+        # Parsed off the event loop (e2ee.sfu.sdp, "Off the event loop"); the checks
+        # above are repeated after the wait, which other tasks ran during.
+        text, description = await check_off_loop(offer.sdp, f"stream {stream_id!r}", e2ee=self.e2ee)
+        offer = RTCSessionDescription(sdp=text, type="offer")
+        self._check_open()
+        if stream_id in self._streams:
+            raise ValueError(f"stream {stream_id!r} is already published")
         media_av = [m for m in description.media if m.kind in ALLOWED_CODECS]
         if not media_av:
             raise ValueError(f"stream {stream_id!r}: the offer has no audio or video")
@@ -188,6 +190,10 @@ class Router:
                 transceiver = pc.addTransceiver(media.kind, direction="recvonly")
                 transceiver.setCodecPreferences(codec_preferences(media.kind))
                 pending.append((transceiver, media))
+                # A few ms each in aiortc: let the media (and other clients) run between.
+                await asyncio.sleep(0)
+                if stream.ending:
+                    raise RouterError("router is closed")
             await pc.setRemoteDescription(offer)
             for transceiver, media in pending:
                 if transceiver.mid != media.rtp.muxId:  # pragma: no cover - aiortc change
@@ -286,6 +292,9 @@ class Router:
                 transceiver.setCodecPreferences(codec_preferences(forwarder.kind))
                 prepare_sender(transceiver.sender, relay, stream_id)  # pack only; PLI hook
                 sub.relays.append(relay)
+                await asyncio.sleep(0)  # as in publish: a turn for the others
+                if sub.ending:
+                    raise UnknownStream(f"no stream {stream_id!r}")
             offer = await pc.createOffer()
             if self.e2ee:
                 offer = without_media_derived_extensions(offer)
@@ -309,11 +318,11 @@ class Router:
             raise UnknownSubscription(f"no subscription {subscription_id!r}")
         if answer.type != "answer":
             raise ValueError(f"accept_answer() needs an answer, got {answer.type!r}")
-        if self.e2ee:
-            answer = without_media_derived_extensions(answer)
-        description = parse_checked(answer.sdp, f"subscription {subscription_id!r}")
-        check_codecs(description, f"subscription {subscription_id!r}", self.e2ee)
-        await sub.pc.setRemoteDescription(answer)
+        what = f"subscription {subscription_id!r}"
+        text, _ = await check_off_loop(answer.sdp, what, e2ee=self.e2ee)  # off the loop
+        if self._subscriptions.get(subscription_id) is not sub or sub.ending:
+            raise UnknownSubscription(f"no subscription {subscription_id!r}")
+        await sub.pc.setRemoteDescription(RTCSessionDescription(sdp=text, type="answer"))
 
     async def unsubscribe(self, subscription_id: str) -> None:
         sub = self._subscriptions.get(subscription_id)

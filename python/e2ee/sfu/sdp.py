@@ -21,6 +21,16 @@ Validation
     session or media level) and turns any parse failure (aiortc asserts on some) into
     :class:`InvalidSdp`, a ``ValueError`` the server answers with ``bad_request``.
 
+Off the event loop
+    Parsing a big description costs tens of milliseconds of pure Python (a 64 KiB offer
+    with 16 m-sections, ~25 ms), time the event loop that forwards media would stall.
+    :func:`check_off_loop` does everything above (strip, validate, parse, codec check)
+    on the worker thread of a pool shared by the process (:data:`PARSE_WORKERS`: many
+    parses queue rather than take threads); the caller gets the parsed description back
+    on its loop.  Holding the GIL, the parsing thread still hands it to the loop every
+    switch interval (5 ms by default).  aiortc's ``setRemoteDescription`` parses the
+    text once more, on the loop (no public way to hand it the parsed description).
+
 Media SSRC
     PLIs to a publisher name the publisher's media SSRC from its offer
     (:func:`media_ssrc`): the first SSRC of the FID group, else the first ``a=ssrc``,
@@ -28,6 +38,10 @@ Media SSRC
 """
 
 from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
@@ -39,8 +53,10 @@ from e2ee.wire.extmap import MEDIA_DERIVED_EXTENSIONS, strip_media_derived_exten
 __all__ = [
     "ALLOWED_CODECS",
     "MEDIA_DERIVED_EXTENSIONS",
+    "PARSE_WORKERS",
     "InvalidSdp",
     "check_codecs",
+    "check_off_loop",
     "codec_preferences",
     "media_ssrc",
     "parse_checked",
@@ -100,6 +116,41 @@ def parse_checked(text: str, what: str) -> aiortc_sdp.SessionDescription:
         return aiortc_sdp.SessionDescription.parse(text)
     except (AssertionError, ValueError, IndexError, KeyError, TypeError) as exc:
         raise InvalidSdp(f"{what}: malformed SDP") from exc
+
+
+#: Worker threads of the process-wide SDP parsing pool (further parses wait their turn).
+#: One: parsing is pure Python and holds the GIL, so a second thread would add no
+#: throughput, only a second contender for the GIL against the event loop.
+PARSE_WORKERS = 1
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _parse_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(PARSE_WORKERS, thread_name_prefix="e2ee-sdp")
+        return _pool
+
+
+def _check(text: str, what: str, e2ee: bool) -> tuple[str, aiortc_sdp.SessionDescription]:
+    if e2ee:
+        text = strip_media_derived_extensions(text)
+    description = parse_checked(text, what)
+    check_codecs(description, what, e2ee)
+    return text, description
+
+
+async def check_off_loop(
+    text: str, what: str, *, e2ee: bool
+) -> tuple[str, aiortc_sdp.SessionDescription]:
+    """On the shared parsing pool: ``text`` without media-derived extensions if ``e2ee``
+    (:func:`strip_media_derived_extensions`), :func:`parse_checked` and
+    :func:`check_codecs`.  Returns the text to apply and its parsed description;
+    raises :class:`InvalidSdp` or :class:`CodecNotAllowed`."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_parse_pool(), _check, text, what, e2ee)
 
 
 def codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:

@@ -294,3 +294,16 @@ def test_shared_frame_sender_and_receiver() -> None:
 
     assert _hammer(receive) == []
     assert rx.stats()[0] == THREADS * PER_THREAD
+
+
+@pytest.mark.parametrize("session_id", ["s\ud800", "\udfff", "ok \udc80 then more"])
+def test_a_keyring_session_id_with_a_lone_surrogate_is_the_documented_value_error(
+    session_id: str,
+) -> None:
+    # Not Python's UnicodeEncodeError from encoding it: the message derive_secret_key
+    # gives for the same session id.
+    with pytest.raises(ValueError, match="lone surrogate") as caught:
+        KeyRing(session_id, kdf_iterations=1000)
+    assert not isinstance(caught.value, UnicodeError)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__

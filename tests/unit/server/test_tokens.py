@@ -18,8 +18,10 @@ from e2ee.server.tokens import (
     TokenError,
     TokenExpired,
     TokenMalformed,
+    TokenUnknownKey,
     TokenUnknownRole,
     TokenWrongSession,
+    key_id,
     mint_token,
     project_auth_token,
     verify_project_auth,
@@ -37,7 +39,7 @@ def _claims(token: str) -> dict[str, object]:
 
 
 def _forge(claims: dict[str, object], secret: str = SECRET, alg: str = "HS256") -> str:
-    return jwt.encode(claims, secret, algorithm=alg)
+    return jwt.encode(claims, secret, algorithm=alg, headers={"kid": key_id(secret)})
 
 
 def test_round_trip_and_claims() -> None:
@@ -45,7 +47,7 @@ def test_round_trip_and_claims() -> None:
     token = mint_token(KEY, SECRET, SID, role="moderator", data="name=Ann")
     claims = verify_token(KEY, SECRET, token, session_id=SID)
     assert (claims.session_id, claims.role, claims.data) == (SID, "moderator", "name=Ann")
-    assert claims.expires_at - claims.issued_at == DEFAULT_TTL == 24 * 3600
+    assert claims.expires_at - claims.issued_at == DEFAULT_TTL == 6 * 3600
     assert claims.issued_at >= before
     raw = _claims(token)
     assert raw["iss"] == KEY
@@ -107,7 +109,7 @@ def test_errors_have_reasons() -> None:
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 def test_bad_signature() -> None:
     token = mint_token(KEY, SECRET, SID)
-    with pytest.raises(TokenBadSignature):
+    with pytest.raises(TokenUnknownKey):  # another secret: its kid is not ours
         verify_token(KEY, "t" * 43, token)
     head, payload, sig = token.split(".")
     claims = _claims(token)
@@ -180,7 +182,7 @@ def test_project_auth_tokens() -> None:
         verify_project_auth(KEY, SECRET, mint_token(KEY, SECRET, SID, role="moderator"))
     with pytest.raises(TokenMalformed):
         verify_token(KEY, SECRET, token)
-    with pytest.raises(TokenBadSignature):
+    with pytest.raises(TokenUnknownKey):
         verify_project_auth(KEY, "u" * 43, token)
     with pytest.raises(TokenExpired):
         verify_project_auth(KEY, SECRET, project_auth_token(KEY, SECRET, 60, now=time.time() - 600))
