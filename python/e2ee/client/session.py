@@ -10,6 +10,14 @@ aiortc, and end-to-end encryption of every track when the session has ``e2ee`` o
     await session.set_encryption_secret("a new shared secret")
     await session.disconnect()
 
+The session owns every peer connection it makes (:mod:`e2ee.client.peers`): it closes a
+stream's connection when the stream ends (the application ends it, the server destroys
+it, its connection fails: then it also tells the server), on :meth:`Session.disconnect`,
+and when the WebSocket drops.  After an unexpected drop it reconnects on its own with
+backoff (:mod:`e2ee.client.reconnect`), with the same token, keys and policy, publishes
+the same tracks again and subscribes again to the streams that still exist; the
+:class:`Publisher` and :class:`Subscriber` objects carry on with their new ids.
+
 The router never sees a key: this client encrypts after its encoders and decrypts before
 its decoders (:mod:`e2ee.transform.protect`).
 
@@ -28,60 +36,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from e2ee.client.errors import E2eeRequired, SessionError
+from e2ee.client.link import Link
+from e2ee.client.peers import LentTrack, PeerSet, Publisher, Subscriber
 from e2ee.client.policy import E2eeParams, check_hello
+from e2ee.client.reconnect import ReconnectPolicy
+from e2ee.client.supervisor import Supervisor
 from e2ee.crypto import normalize_secret
 from e2ee.crypto.keyring import KeyRing
 from e2ee.errors import EncryptionSecretMissing
 from e2ee.rtc import net
-from e2ee.transform.protect import E2eeEvent, E2eeTransform, protect
+from e2ee.transform.protect import E2eeTransform, protect
 from e2ee.wire.extmap import strip_media_derived_extensions
 from e2ee.wire.params import SessionPolicy
 
-__all__ = ["E2eeRequired", "Publisher", "Session", "SessionError", "Subscriber"]
+__all__ = ["E2eeRequired", "Publisher", "ReconnectPolicy", "Session", "SessionError", "Subscriber"]
 
 net.apply_environment()
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Any]
-
-
-@dataclass
-class Publisher:
-    """A stream this client publishes."""
-
-    stream_id: str
-    pc: RTCPeerConnection
-    transform: E2eeTransform | None
-
-    def stats(self) -> list[dict[str, Any]]:
-        return self.transform.stats() if self.transform else []
-
-
-@dataclass
-class Subscriber:
-    """A stream this client receives; ``audio``/``video`` are the decoded tracks."""
-
-    stream_id: str
-    subscription_id: str
-    pc: RTCPeerConnection
-    transform: E2eeTransform | None
-    audio: MediaStreamTrack | None = None
-    video: MediaStreamTrack | None = None
-    events: list[E2eeEvent] = field(default_factory=list)
-
-    def stats(self) -> list[dict[str, Any]]:
-        return self.transform.stats() if self.transform else []
 
 
 class Session:
@@ -94,6 +74,11 @@ class Session:
     to join a session with fewer iterations, lower the floor explicitly, e.g.
     ``SessionPolicy(min_iterations=1000)`` in tests, or pin the exact values with
     ``pin_suite`` and ``pin_iterations``.
+
+    ``reconnect``: after an unexpected drop of the WebSocket, reconnect with the default
+    :class:`~e2ee.client.reconnect.ReconnectPolicy` (``True``), a given one, or not at
+    all (``False``).  ``heartbeat``: seconds between WebSocket pings; without a pong
+    within half of it the connection counts as dropped (``None``: no pings).
     """
 
     def __init__(
@@ -107,6 +92,8 @@ class Session:
         rtc_configuration: RTCConfiguration | None = None,
         grace_period: float = 10.0,
         request_timeout: float = 15.0,
+        reconnect: bool | ReconnectPolicy = True,
+        heartbeat: float | None = 10.0,
     ) -> None:
         self.url = url.rstrip("/")
         self.session_id = session_id
@@ -115,45 +102,80 @@ class Session:
         self._accepted: list[str] = []  # accepted before connect, applied at connect
         self.policy = SessionPolicy() if policy is None else policy
         self._e2ee = False
+        self._params: E2eeParams | None = None
         self._rtc = rtc_configuration or RTCConfiguration(iceServers=[])
         self._grace = grace_period
         self._timeout = request_timeout
-        self._http: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._heartbeat = heartbeat
+        self.reconnect_policy: ReconnectPolicy | None = (
+            ReconnectPolicy() if reconnect is True else reconnect or None
+        )
+        self._link: Link | None = None
+        self._generation = 0  # one per link: ids the server gave belong to one link
+        self._supervisor: Supervisor | None = None
+        self._leaving = False
         self._handlers: dict[str, list[Handler]] = {}
         self.ring: KeyRing | None = None
         self.info: dict[str, Any] = {}
         self.connection: dict[str, Any] = {}
         self.connections: dict[str, dict[str, Any]] = {}
         self.streams: dict[str, dict[str, Any]] = {}
-        self.publishers: dict[str, Publisher] = {}
-        self.subscribers: dict[str, Subscriber] = {}
         self.closed = asyncio.Event()
         self._tasks: set[asyncio.Future[Any]] = set()
+        #: Every peer connection the session made and has not closed, with the
+        #: publishers and subscribers they carry.
+        self.peers = PeerSet(
+            generation=lambda: self._generation,
+            request=self.request,
+            emit=self._emit,
+            spawn=self._spawn,
+        )
+        self.publishers: dict[str, Publisher] = self.peers.publishers
+        self.subscribers: dict[str, Subscriber] = self.peers.subscribers
 
     # -- events ----------------------------------------------------------------------
 
     def on(self, event: str, handler: Handler) -> None:
         """Calls ``handler(message)`` for server events (``connection_created``,
         ``connection_destroyed``, ``stream_created``, ``stream_destroyed``,
-        ``subscriber_count``, ``signal``, ``disconnected``) and for the E2EE states of
-        subscribed streams (``encryption_secret_mismatch``, ``encryption_secret_match``,
-        ``decryption_error``, with ``stream_id``)."""
+        ``subscriber_count``, ``subscription_expired``, ``signal``, ``disconnected``),
+        for the E2EE states of subscribed streams (``encryption_secret_mismatch``,
+        ``encryption_secret_match``, ``decryption_error``, with ``stream_id``), and for
+        the client's own:
+
+        * ``publisher_ended`` / ``subscriber_ended`` {publisher | subscriber,
+          stream_id, reason, failed}: the session closed it (the server's reason, e.g.
+          ``force_unpublished``; ``subscription_expired``; ``stream_gone`` after a
+          reconnect; or, with ``failed`` true, ``connection_failed``,
+          ``connection_closed``, ``republish_failed``, ``resubscribe_failed``);
+        * ``connection_lost`` {close_code, reason, reconnecting}: the WebSocket ended
+          without :meth:`disconnect`;
+        * ``reconnecting`` {attempt, delay}, then ``republished`` {publisher,
+          old_stream_id, stream_id} and ``resubscribed`` {subscriber,
+          old_subscription_id, subscription_id} per stream, then ``reconnected``
+          {attempt}; or ``reconnect_failed`` {attempts, error} when it gives up.
+        """
         self._handlers.setdefault(event, []).append(handler)
 
     def _emit(self, event: str, message: dict[str, Any]) -> None:
+        message = {"type": event, **message} if "type" not in message else message
         for handler in self._handlers.get(event, []):
             try:
                 result = handler(message)
                 if asyncio.iscoroutine(result):
-                    task = asyncio.ensure_future(result)
-                    self._tasks.add(task)  # keep a reference until it is done
-                    task.add_done_callback(self._tasks.discard)
+                    self._spawn(result)
             except Exception:
                 log.exception("handler for %s failed", event)
+
+    def _spawn(self, aw: Any) -> None:
+        task = asyncio.ensure_future(aw)
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session task failed", exc_info=task.exception())
 
     # -- connecting --------------------------------------------------------------------
 
@@ -164,6 +186,16 @@ class Session:
         checked against that, never followed)."""
         return self._e2ee
 
+    @property
+    def connected(self) -> bool:
+        """Whether the WebSocket is open now (false while reconnecting)."""
+        return self._link is not None and self._link.open
+
+    @property
+    def peer_connections(self) -> list[RTCPeerConnection]:
+        """Every peer connection the session made and has not closed yet."""
+        return list(self.peers.pcs)
+
     async def connect(self) -> None:
         """Joins the session, after checking the server's hello against this client.
 
@@ -172,32 +204,54 @@ class Session:
         its suite or iteration count fails :attr:`policy`,
         :class:`~e2ee.errors.InvalidEncryptionSecret` for a secret that is not 8 to 256
         characters.  Without one: :class:`EncryptionSecretMissing` in an E2EE session.
-        On any of these the connection is closed before anything is sent.
+        On any of these the connection is closed before anything is sent.  A refused
+        first connection is not retried (reconnecting is for connections that dropped).
         """
-        self._http = aiohttp.ClientSession()
-        url = f"{self.url}/v1/sessions/{self.session_id}/ws"
+        link = self._new_link()
         try:
-            self._ws = await self._http.ws_connect(url, params={"token": self._token})
-            first = await self._ws.receive_json(timeout=self._timeout)
-            if not isinstance(first, dict):
-                raise SessionError("protocol_error", "the server's hello is not an object")
-            if first.get("type") == "error":
-                raise SessionError(first.get("code", "error"), first.get("message", ""))
-            session = first.get("session")
-            if first.get("type") != "session" or not isinstance(session, dict):
-                raise SessionError("protocol_error", "the server's hello has no session")
-            params = check_hello(session, secret_given=self._wants_e2ee, policy=self.policy)
+            first = await link.connect()
+            params = check_hello(
+                first["session"], secret_given=self._wants_e2ee, policy=self.policy
+            )
             if params is not None:
                 await self._make_ring(params)
         except BaseException:
-            await self._close_transport()
+            await link.close()
             raise
         self._e2ee = params is not None
-        self.info = session
+        self._params = params
+        self._install(link, first)
+        self._supervisor = Supervisor(self)
+        self._supervisor.start()
+
+    def _new_link(self) -> Link:
+        url = f"{self.url}/v1/sessions/{self.session_id}/ws"
+        return Link(
+            url,
+            self._token,
+            on_event=self._dispatch,
+            timeout=self._timeout,
+            heartbeat=self._heartbeat,
+        )
+
+    def _check_rejoin(self, first: dict[str, Any]) -> None:
+        """The hello of a reconnection must be the session the keys were made for."""
+        params = check_hello(first["session"], secret_given=self._wants_e2ee, policy=self.policy)
+        if params != self._params:
+            raise SessionError(
+                "session_changed",
+                f"the session's E2EE parameters changed across a reconnect ({self._params} "
+                f"-> {params}); refusing it",
+            )
+
+    def _install(self, link: Link, first: dict[str, Any]) -> None:
+        self._generation += 1
+        self._link = link
+        self.info = first["session"]
         self.connection = first.get("connection", {})
         self.connections = {c["id"]: c for c in first.get("connections", [])}
         self.streams = {s["id"]: s for s in first.get("streams", [])}
-        self._reader = asyncio.create_task(self._read())
+        link.start()
 
     @property
     def _wants_e2ee(self) -> bool:
@@ -266,20 +320,11 @@ class Session:
     # -- requests ----------------------------------------------------------------------
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Sends one message and waits for its reply; errors raise :class:`SessionError`."""
-        if self._ws is None or self._ws.closed:
+        """Sends one message and waits for its reply; errors raise :class:`SessionError`
+        (``not_connected`` while disconnected or reconnecting)."""
+        if self._link is None:
             raise SessionError("not_connected", "the session is not connected")
-        rid = next(self._ids)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        try:
-            await self._ws.send_str(json.dumps({**message, "id": rid}))
-            reply = await asyncio.wait_for(fut, self._timeout)
-        finally:
-            self._pending.pop(rid, None)
-        if reply.get("type") == "error":
-            raise SessionError(reply.get("code", "error"), reply.get("message", ""))
-        return reply
+        return await self._link.request(message)
 
     async def signal(self, kind: str, data: str, *, to: str | None = None) -> None:
         msg: dict[str, Any] = {"type": "signal", "kind": kind, "data": data}
@@ -287,29 +332,13 @@ class Session:
             msg["to"] = to
         await self.request(msg)
 
-    async def _read(self) -> None:
-        assert self._ws is not None
-        try:
-            async for msg in self._ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                try:
-                    data = json.loads(msg.data)
-                except ValueError:
-                    log.warning("server sent invalid JSON")
-                    continue
-                self._dispatch(data)
-        finally:
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(SessionError("disconnected", "the connection closed"))
-            self.closed.set()
+    async def _tell(self, message: dict[str, Any]) -> None:
+        """A clean-up request whose failure changes nothing (the server may have ended
+        the thing already, or the link is down and the server drops it anyway)."""
+        with contextlib.suppress(SessionError, TimeoutError):
+            await self.request(message)
 
     def _dispatch(self, data: dict[str, Any]) -> None:
-        rid = data.get("id")
-        if rid is not None and rid in self._pending:
-            self._pending[rid].set_result(data)
-            return
         kind = data.get("type", "")
         if kind == "connection_created":
             self.connections[data["connection"]["id"]] = data["connection"]
@@ -319,15 +348,20 @@ class Session:
             self.streams[data["stream"]["id"]] = data["stream"]
         elif kind == "stream_destroyed":
             self.streams.pop(data["stream"]["id"], None)
-            self.publishers.pop(data["stream"]["id"], None)
+            self.peers.stream_destroyed(data["stream"]["id"], str(data.get("reason", "")))
+        elif kind == "subscription_expired":
+            self.peers.subscription_expired(str(data.get("subscription_id")))
         self._emit(kind, data)
+
+    def _new_pc(self) -> RTCPeerConnection:
+        return self.peers.add(RTCPeerConnection(self._rtc))
 
     # -- media -------------------------------------------------------------------------
 
     def _check_media(self, action: str) -> None:
         """Refuses ``action`` before any peer connection exists unless its media will be
         what the application asked for: end to end encrypted when it gave a secret."""
-        if self._ws is None or self._ws.closed:
+        if not self.connected:
             raise SessionError("not_connected", "the session is not connected")
         if self._e2ee:
             if self.ring is None or not self.ring.has_secret:
@@ -358,6 +392,13 @@ class Session:
             raise SessionError("protocol_error", "the server sent no SDP")
         return strip_media_derived_extensions(sdp) if self._e2ee else sdp
 
+    async def _undo(self, exc: BaseException, message: dict[str, Any]) -> None:
+        # Cancelled: tell the server in the background, the caller is leaving.
+        if isinstance(exc, asyncio.CancelledError):
+            self._spawn(self._tell(message))
+        else:
+            await self._tell(message)
+
     async def publish(
         self,
         *,
@@ -369,107 +410,109 @@ class Session:
         if audio is None and video is None:
             raise ValueError("publish needs an audio or a video track")
         self._check_media("publishing")
-        pc = RTCPeerConnection(self._rtc)
+        stream_id, pc, transform = await self._negotiate_publish(audio, video, name)
+        pub = Publisher(
+            stream_id,
+            pc,
+            transform,
+            audio=audio,
+            video=video,
+            name=name,
+            generation=self._generation,
+        )
+        self.peers.adopt_publisher(pub)
+        return pub
+
+    async def _negotiate_publish(
+        self, audio: MediaStreamTrack | None, video: MediaStreamTrack | None, name: str | None
+    ) -> tuple[str, RTCPeerConnection, E2eeTransform | None]:
+        pc = self._new_pc()
+        stream_id: str | None = None
         try:
-            transform = self._protect(pc)
+            transform = self._protect(pc)  # before any track or description
             for track in (audio, video):
                 if track is not None:
-                    pc.addTrack(track)
+                    pc.addTrack(LentTrack(track))  # the track outlives this connection
             await pc.setLocalDescription(await pc.createOffer())
             msg: dict[str, Any] = {"type": "publish", "sdp": self._sdp(pc.localDescription.sdp)}
             if name is not None:
                 msg["name"] = name
             reply = await self.request(msg)
+            if not isinstance(reply.get("stream_id"), str):
+                raise SessionError("protocol_error", "the server's answer has no stream_id")
+            stream_id = reply["stream_id"]
             answer = self._sdp(reply.get("sdp"))
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        except BaseException:
-            await pc.close()
+        except BaseException as exc:
+            await self.peers.close(pc)
+            if stream_id is not None:  # the server made the stream: end it there too
+                await self._undo(exc, {"type": "unpublish", "stream_id": stream_id})
             raise
-        publisher = Publisher(reply["stream_id"], pc, transform)
-        self.publishers[publisher.stream_id] = publisher
-        return publisher
+        return stream_id, pc, transform
 
     async def unpublish(self, publisher: Publisher) -> None:
-        self.publishers.pop(publisher.stream_id, None)
-        with contextlib.suppress(SessionError):
-            await self.request({"type": "unpublish", "stream_id": publisher.stream_id})
-        await publisher.pc.close()
+        """Ends a published stream (also while reconnecting: it is not published again)."""
+        self.peers.forget_publisher(publisher, "unpublished")
+        if publisher.generation == self._generation:
+            await self._tell({"type": "unpublish", "stream_id": publisher.stream_id})
+        await self.peers.close(publisher.pc)
 
     async def subscribe(self, stream_id: str) -> Subscriber:
-        """Receives a stream; in E2EE sessions its tracks are decrypted before decoding."""
+        """Receives a stream; in E2EE sessions its tracks are decrypted before decoding.
+
+        Any failure after the server made the subscription (a refused offer, a failed
+        negotiation, a cancellation) ends it on the server too (``unsubscribe``)."""
         self._check_media("subscribing")
+        sub = await self._negotiate_subscribe(stream_id, None)
+        self.peers.adopt_subscriber(sub)
+        return sub
+
+    async def _negotiate_subscribe(self, stream_id: str, sub: Subscriber | None) -> Subscriber:
         reply = await self.request({"type": "subscribe", "stream_id": stream_id})
-        offer = self._sdp(reply.get("sdp"))
-        pc = RTCPeerConnection(self._rtc)
+        sub_id = reply.get("subscription_id")
+        if not isinstance(sub_id, str):
+            raise SessionError("protocol_error", "the server's offer has no subscription_id")
+        pc = self._new_pc()
         try:
-            transform = self._protect(pc)
-        except BaseException:
-            await pc.close()
-            raise
-        sub = Subscriber(stream_id, reply["subscription_id"], pc, transform)
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio":
-                sub.audio = track
+            offer = self._sdp(reply.get("sdp"))
+            transform = self._protect(pc)  # before the offer is applied
+            if sub is None:
+                sub = Subscriber(stream_id, sub_id, pc, transform, generation=self._generation)
             else:
-                sub.video = track
-
-        if transform is not None:
-
-            def on_event(event: E2eeEvent) -> None:
-                sub.events.append(event)
-                self._emit(event.type, {"type": event.type, "stream_id": stream_id, "event": event})
-
-            transform.add_listener(on_event)
-        try:
+                sub.replace(sub_id, pc, transform, self._generation)
+            sub.follow(pc, transform, self._emit)
             await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
-            await self.request(
-                {
-                    "type": "answer",
-                    "subscription_id": sub.subscription_id,
-                    "sdp": self._sdp(pc.localDescription.sdp),
-                }
-            )
-        except BaseException:
-            await pc.close()
+            answer = self._sdp(pc.localDescription.sdp)
+            await self.request({"type": "answer", "subscription_id": sub_id, "sdp": answer})
+        except BaseException as exc:
+            await self.peers.close(pc)
+            await self._undo(exc, {"type": "unsubscribe", "subscription_id": sub_id})
             raise
-        self.subscribers[sub.subscription_id] = sub
         return sub
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
-        self.subscribers.pop(subscriber.subscription_id, None)
-        with contextlib.suppress(SessionError):
-            await self.request(
-                {"type": "unsubscribe", "subscription_id": subscriber.subscription_id}
-            )
-        await subscriber.pc.close()
+        """Ends a subscription (also while reconnecting: it is not made again)."""
+        self.peers.forget_subscriber(subscriber, "unsubscribed")
+        if subscriber.generation == self._generation:
+            await self._tell({"type": "unsubscribe", "subscription_id": subscriber.subscription_id})
+        await self.peers.close(subscriber.pc)
 
     # -- leaving -----------------------------------------------------------------------
 
     async def disconnect(self) -> None:
-        """Leaves the session and closes every peer connection."""
-        if self._ws is not None and not self._ws.closed:
+        """Leaves the session, stops reconnecting, and closes every peer connection."""
+        self._leaving = True
+        if self._supervisor is not None:
+            await self._supervisor.stop()
+        link = self._link
+        if link is not None and link.open:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.request({"type": "disconnect"}), 2.0)
-        for p in list(self.publishers.values()):
-            await p.pc.close()
-        for s in list(self.subscribers.values()):
-            await s.pc.close()
-        self.publishers.clear()
-        self.subscribers.clear()
-        await self._close_transport()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-
-    async def _close_transport(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
-        if self._http is not None:
-            await self._http.close()
+                await asyncio.wait_for(link.request({"type": "disconnect"}), 2.0)
+        await self.peers.end_all("disconnected")
+        if link is not None:
+            await link.close()
+        self.closed.set()
 
     async def __aenter__(self) -> Session:
         await self.connect()
