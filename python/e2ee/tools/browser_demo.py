@@ -42,8 +42,9 @@ import aiohttp
 from e2ee.client.session import Session, Subscriber
 from e2ee.rtc import net
 from e2ee.server.store import SQLiteStore
-from e2ee.server.tokens import mint_token, project_auth_token
-from e2ee.tools.demo import start_server
+from e2ee.server.tokens import mint_token
+from e2ee.tools.demo import start_server, stop_server
+from e2ee.tools.rest_client import credentials_or_fail, request
 from e2ee.tools.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
 from e2ee.wire.params import SessionPolicy
 
@@ -149,38 +150,39 @@ async def run_browser_demo(
         if progress:
             print(msg, file=sys.stderr, flush=True)
 
+    if url is not None and data_dir is None:
+        raise ValueError("with url, data_dir must name that server's data directory")
     tmp = None
     server = None
-    if url is None:
-        tmp = tempfile.TemporaryDirectory(prefix="e2ee-browser-demo-")
-        data_dir = Path(tmp.name)
-        say("starting a server ...")
-        server, url = await start_server(data_dir)
-    elif data_dir is None:
-        raise ValueError("with url, data_dir must name that server's data directory")
-    store = SQLiteStore.in_data_dir(data_dir)
-    creds = store.get_or_create_credentials_sync()
-    store.close_sync()
     policy = (
         SessionPolicy() if kdf_iterations is None else SessionPolicy(min_iterations=kdf_iterations)
     )
-
-    def auth() -> dict[str, str]:
-        return {"Authorization": f"Bearer {project_auth_token(creds.api_key, creds.api_secret)}"}
-
     sessions: dict[str, Session] = {}
     pages: list[_Browser] = []
     pairs: list[_PythonPair] = []
     try:
+        # Inside the try: cancelled while the server starts, it is still stopped.
+        if url is None:
+            tmp = tempfile.TemporaryDirectory(prefix="e2ee-browser-demo-")
+            data_dir = Path(tmp.name)
+            say("starting a server ...")
+            server, url = await start_server(data_dir)
+            store = SQLiteStore.in_data_dir(data_dir)
+            creds = store.get_or_create_credentials_sync()
+            store.close_sync()
+        else:
+            assert data_dir is not None
+            creds = credentials_or_fail(data_dir)
+        server_url, server_data = url, data_dir
+
+        async def rest(method: str, path: str, **kwargs: Any) -> Any:
+            async with aiohttp.ClientSession() as http:
+                return await request(http, method, server_url, path, creds, server_data, **kwargs)
+
         body: dict[str, Any] = {"e2ee": True, "media_mode": "routed"}
         if kdf_iterations is not None:
             body["kdf_iterations"] = kdf_iterations
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(f"{url}/v1/sessions", json=body, headers=auth()) as r,
-        ):
-            r.raise_for_status()
-            info = await r.json()
+        info = await rest("POST", "/v1/sessions", body=body, expect=201)
         sid: str = info["id"]
         say(f"session {sid} (e2ee, suite {info['suite']}) at {url}")
 
@@ -268,11 +270,7 @@ async def run_browser_demo(
                     await b.context.close()
                 await chrome.close()
 
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"{url}/v1/sessions/{sid}", headers=auth()) as r,
-        ):
-            session_now = await r.json()
+        session_now = await rest("GET", f"/v1/sessions/{sid}")
         router = session_now.get("router") or {}
         order = {n: i for i, n in enumerate(names)}
         report_pairs.sort(key=lambda p: (order[p["subscriber"]], order[p["publisher"]]))
@@ -301,10 +299,7 @@ async def run_browser_demo(
         for s in sessions.values():
             with contextlib.suppress(Exception):
                 await s.disconnect()
-        if server is not None:
-            server.terminate()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait(), 10)
+        await stop_server(server)
         if tmp is not None:
             tmp.cleanup()
 

@@ -43,8 +43,9 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 
 from e2ee.client.session import Session, Subscriber
 from e2ee.rtc import compat, net
-from e2ee.server.store import SQLiteStore
-from e2ee.server.tokens import mint_token, project_auth_token
+from e2ee.server.store import Credentials, SQLiteStore
+from e2ee.server.tokens import mint_token
+from e2ee.tools.rest_client import credentials_or_fail, request
 from e2ee.tools.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
 
 __all__ = ["run_demo"]
@@ -171,7 +172,11 @@ class Eavesdropper:
 
 
 async def start_server(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
-    """``e2ee serve`` in a child process on a free loopback port: (process, base URL)."""
+    """``e2ee serve`` in a child process on a free loopback port: (process, base URL).
+
+    The child has a session of its own, so a Ctrl-C in the terminal reaches only the
+    demo, which then stops it (:func:`stop_server`); if starting fails or is cancelled,
+    the child is killed before this returns."""
     env = {**os.environ, net.ENV_VAR: os.environ.get(net.ENV_VAR, "127.0.0.1")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -185,20 +190,25 @@ async def start_server(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         env=env,
+        start_new_session=True,
     )
     assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        if not line:
-            break
-        m = re.search(r"listening on (http://\S+)", line)
-        if m:
-            # Keep draining its output so the server never blocks on a full pipe.
-            _DRAINS.add(asyncio.ensure_future(_drain(proc.stdout)))
-            return proc, m.group(1)
-    proc.kill()
-    raise RuntimeError("the server did not start")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            if not line:
+                break
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                # Keep draining its output so the server never blocks on a full pipe.
+                _DRAINS.add(asyncio.ensure_future(_drain(proc.stdout)))
+                return proc, m.group(1)
+        raise RuntimeError("the demo's server did not start")
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
 
 
 _DRAINS: set[asyncio.Future[None]] = set()
@@ -209,19 +219,14 @@ async def _drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
-def _auth(api_key: str, api_secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {project_auth_token(api_key, api_secret)}"}
-
-
 class _Call:
     """One demo call: the server's credentials, the session, its participants, the pairs
     of publisher and subscriber, and the eavesdropper; :meth:`close` ends them."""
 
-    def __init__(self, url: str, data_dir: Path) -> None:
-        store = SQLiteStore.in_data_dir(data_dir)
-        self.creds = store.get_or_create_credentials_sync()
-        store.close_sync()
+    def __init__(self, url: str, data_dir: Path, creds: Credentials) -> None:
+        self.creds = creds
         self.url = url
+        self.data_dir = data_dir
         self.info: dict[str, Any] = {}
         self.names: list[str] = []
         self.sessions: list[Session] = []
@@ -233,30 +238,19 @@ class _Call:
     def sid(self) -> str:
         return str(self.info["id"])
 
-    def _auth(self) -> dict[str, str]:
-        return _auth(self.creds.api_key, self.creds.api_secret)
+    async def _rest(self, method: str, path: str, **kwargs: Any) -> Any:
+        async with aiohttp.ClientSession() as http:
+            return await request(http, method, self.url, path, self.creds, self.data_dir, **kwargs)
 
     def token(self, role: Literal["publisher", "subscriber"], name: str) -> str:
         return mint_token(self.creds.api_key, self.creds.api_secret, self.sid, role=role, data=name)
 
     async def create_session(self) -> None:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{self.url}/v1/sessions",
-                json={"e2ee": True, "media_mode": "routed"},
-                headers=self._auth(),
-            ) as r,
-        ):
-            r.raise_for_status()
-            self.info = await r.json()
+        body = {"e2ee": True, "media_mode": "routed"}
+        self.info = await self._rest("POST", "/v1/sessions", body=body, expect=201)
 
     async def router_stats(self) -> dict[str, Any]:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"{self.url}/v1/sessions/{self.sid}", headers=self._auth()) as r,
-        ):
-            session_now = await r.json()
+        session_now = await self._rest("GET", f"/v1/sessions/{self.sid}")
         return dict(session_now.get("router") or {})
 
     async def join(self, participants: int, seconds: float) -> None:
@@ -370,11 +364,18 @@ async def _run_call(
     return report
 
 
-async def _stop_server(server: asyncio.subprocess.Process | None) -> None:
-    if server is not None:
+async def stop_server(server: asyncio.subprocess.Process | None, timeout: float = 10.0) -> None:
+    """Stops the server of :func:`start_server`: SIGTERM, and SIGKILL after ``timeout``."""
+    if server is None or server.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
         server.terminate()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait(), 10)
+    try:
+        await asyncio.wait_for(server.wait(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            server.kill()
+        await server.wait()
 
 
 async def run_demo(
@@ -385,32 +386,51 @@ async def run_demo(
     data_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Runs the demo and returns the measured report (see the module docstring)."""
+    """Runs the demo and returns the measured report (see the module docstring).
+
+    ``url``/``data_dir``: use that running server (``data_dir`` must hold its project
+    credentials: none are created).  Otherwise the demo starts a server in a temporary
+    directory; cancelled or failing at any point, it stops the server and removes the
+    directory before it returns."""
     if participants < 2:
         raise ValueError("the demo needs at least 2 participants")
+    if not seconds > 0:
+        raise ValueError("the demo needs a duration above 0 seconds")
+    if url is not None and data_dir is None:
+        raise ValueError("with --url, --data-dir must name that server's data directory")
     net.restrict_ice_addresses([os.environ.get(net.ENV_VAR, "127.0.0.1").split(",")[0]])
 
     def say(msg: str) -> None:
         if progress:
             print(msg, file=sys.stderr, flush=True)
 
-    tmp = None
-    server = None
-    if url is None:
-        tmp = tempfile.TemporaryDirectory(prefix="e2ee-demo-")
-        data_dir = Path(tmp.name)
-        say("starting a server ...")
-        server, url = await start_server(data_dir)
-    elif data_dir is None:
-        raise ValueError("with --url, --data-dir must name that server's data directory")
-    call = _Call(url, data_dir)
+    with contextlib.ExitStack() as tmp:
+        server = None
+        call = None
+        try:
+            if url is None:
+                data_dir = Path(tmp.enter_context(tempfile.TemporaryDirectory(prefix="e2ee-demo-")))
+                say("starting a server ...")
+                server, url = await start_server(data_dir)
+                creds = _new_credentials(data_dir)
+            else:
+                assert data_dir is not None
+                creds = credentials_or_fail(data_dir)
+            call = _Call(url, data_dir, creds)
+            return await _run_call(call, participants, seconds, say)
+        finally:
+            if call is not None:
+                await call.close()
+            await stop_server(server)
+
+
+def _new_credentials(data_dir: Path) -> Credentials:
+    """The credentials the demo's own server created in ``data_dir``."""
+    store = SQLiteStore.in_data_dir(data_dir)
     try:
-        return await _run_call(call, participants, seconds, say)
+        return store.get_or_create_credentials_sync()
     finally:
-        await call.close()
-        await _stop_server(server)
-        if tmp is not None:
-            tmp.cleanup()
+        store.close_sync()
 
 
 async def _wait_tracks(pairs: list[Pair], timeout: float = 15.0) -> None:
