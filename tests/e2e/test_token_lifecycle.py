@@ -281,6 +281,12 @@ async def test_rotation_seen_by_running_server(tmp_path: Path, http: aiohttp.Cli
         assert again.returncode == 1
         assert "no previous key" in again.stderr
         assert key_id(new.api_secret) == new.kid
+        # `e2ee credentials token` gives curl users a project auth token of the new key.
+        printed = e2ee("credentials", "token", "--data-dir", data, "--ttl", "60").stdout.strip()
+        assert jwt.get_unverified_header(printed)["kid"] == new.kid
+        bearer = {"Authorization": f"Bearer {printed}"}
+        status, reply = await api.call("GET", f"/v1/sessions/{sid}", headers=bearer)
+        assert (status, reply["id"]) == (200, sid), reply
         await api.close()
     finally:
         await asyncio.to_thread(server.stop)
@@ -293,4 +299,33 @@ def test_credentials_needs_server_data(tmp_path: Path) -> None:
     assert "no server data" in res.stderr
     res = e2ee("credentials", "rotate", "--data-dir", str(tmp_path), check=False)
     assert res.returncode != 0
+    res = e2ee("credentials", "token", "--data-dir", str(tmp_path), check=False)
+    assert (res.returncode, res.stderr.count("\n")) == (1, 1), res.stderr
     assert not (tmp_path / "e2ee.sqlite3").exists()
+
+
+@pytest.mark.asyncio
+async def test_revocation_racing_a_join_is_still_4401(
+    tmp_path: Path, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The token is revoked after its check and before the join: the room's in-memory
+    # copy of the deny-list refuses it, with the token close code, not 4429.
+    from e2ee.server.app import HUB
+    from e2ee.server.hub import Hub
+    from support.app_server import app_server
+
+    async with app_server(tmp_path) as served:
+        hub = served.app[HUB]
+        api = Api(served, http)  # type: ignore[arg-type]
+        sid = (await api.create_session())["id"]
+        token = api.mint(sid)
+        checked = hub.verify_session_token
+
+        async def revoked_meanwhile(self: Hub, tok: str, session_id: str) -> Any:
+            claims = await checked(tok, session_id)
+            await hub.revoke(claims.jti, claims.expires_at)
+            return claims
+
+        monkeypatch.setattr(Hub, "verify_session_token", revoked_meanwhile)
+        err, close = await refused(api, sid, token)
+        assert (err["code"], close) == ("token_revoked", 4401), err

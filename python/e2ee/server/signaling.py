@@ -1,97 +1,23 @@
 """The signaling WebSocket: ``GET /v1/sessions/{session_id}/ws?token=<session token>``.
 
-Connecting
-    The upgrade always succeeds; a refused client then receives one JSON error
-    ``{"type": "error", "code": ..., "message": ...}`` and the socket is closed with:
+Every message both ways, every error code and close code, and the rate limits are in
+``docs/api.md`` (checked against this module by ``tests/unit/test_docs_api.py``); this
+docstring only says how the module is built.
 
-    ====  =============================================================================
-    4400  ``token_missing``: no ``token`` query parameter
-    4401  ``token_malformed``, ``token_bad_signature``, ``token_expired``,
-          ``token_unknown_role``, ``token_unknown_key`` (no ``kid``, or a retired
-          API secret), ``token_revoked`` (force-disconnected, or revoked by REST)
-    4403  ``token_wrong_session``: a valid token for another session
-    4404  ``session_not_found``
-    4429  ``participant_limit``: the session already has ``max_participants``
-          participants, or ``token_connection_limit``: the token already has 4 open
-          connections
-    ====  =============================================================================
-
-    Participants are counted by token (distinct ``jti``), not by connection: up to 4
-    connections may share a token (tabs, devices) and count once.  A moderator is admitted
-    above ``max_participants`` by a reserve of ``min(5, max_participants // 10)``
-    participants (none below 10), so a full session still lets its moderator in.
-
-    (A JSON error and a close code rather than an HTTP 401 before the upgrade, because a
-    browser's WebSocket API never shows the HTTP status of a failed upgrade.)
-
-    Before the upgrade, only the per-address limits (``ServerLimits``) answer HTTP 429
-    with a JSON error: ``address_connection_limit`` (64 WebSockets open from one client
-    address, an IPv6 /64 counting as one) or ``rate_limited`` (new WebSockets from one
-    address over 20/s, burst 120).
-
-    An accepted client first receives ``{"type": "session", "session": {...},
-    "connection": {...}, "connections": [...], "streams": [...]}`` (``connections``
-    includes the client's own).
-
-Later closes: 4001 force-disconnected by a moderator or the REST API (reason
-``force_disconnected``; the token is revoked, so it cannot rejoin), 4404 the session was
-deleted (``session_deleted``), 4008 too slow to read its messages (``too_slow``: 512
-messages queued for it; it then has 10 s to read them before its socket is dropped), 4029
-kept sending over its rate limits (``rate_limited``), 1001 server shutting down
-(``server_shutdown``), 1009 a message over the hard limit (1 MiB).  Before a close
-initiated by the server (but 1009) the client receives ``{"type": "disconnected",
-"reason": ...}`` as its last message; the queue keeps room for it.  The others see
-``connection_destroyed`` with the same reason.
-
-Client messages are JSON objects with a ``type`` and an optional ``id`` (a string of at
-most 64 characters or an integer) echoed in the reply, which is ``{"type": "ok", "id"}``
-or ``{"type": "error", "id", "code", "message"}`` unless said otherwise:
-
-=================  ==============================  =========================================
-type               fields                          reply
-=================  ==============================  =========================================
-publish            sdp, sdp_type="offer", name?    ``answer`` {stream_id, sdp, sdp_type}
-unpublish          stream_id                       ok
-subscribe          stream_id                       ``offer`` {subscription_id, stream_id, sdp}
-answer             subscription_id, sdp            ok
-unsubscribe        subscription_id                 ok
-signal             to?, kind, data (<= 8 KiB)      ok
-force_disconnect   connection_id (moderator)       ok
-force_unpublish    stream_id (moderator)           ok
-disconnect                                         ok, then close 1000
-ping                                               ``pong``
-=================  ==============================  =========================================
-
-Events: ``connection_created`` {connection}, ``connection_destroyed`` {connection,
-reason}, ``stream_created`` {stream}, ``stream_destroyed`` {stream, reason},
-``subscriber_count`` {stream_id, count}, ``signal`` {from, kind, data},
-``subscription_expired`` {subscription_id, stream_id} (to the subscriber only).
-
-``subscriber_count`` is coalesced: at most one per stream every 250 ms, sent 250 ms
-after the first change with the count at that time.
-
-A client's messages are handled one after the other, in order, with a turn for the other
-clients between two of them.  A bad message (not JSON, not an object, unknown type, wrong
-field types, over 256 KiB) gets an error reply and the connection stays open; nothing a
-client sends can disturb the other clients.
-
-Limits (see :mod:`e2ee.server.limits`).  Each connection has a token bucket per message
-type, ``rate``/s refill and ``burst`` size: ``signal`` 20/40; ``subscribe``, ``answer``,
-``unsubscribe`` 5/20; ``publish``, ``unpublish`` 2/10; ``ping`` 10/50; anything else
-(other types, bad or binary messages) 10/30.  A message over its limit is not handled
-and gets the error ``rate_limited``; refused messages take from a bucket of 5/s, burst
-50, and a client that empties it is disconnected with 4029.  Other errors:
-``limit_exceeded`` for more than 8 streams published, 256 subscriptions, or 8
-subscriptions waiting for their ``answer`` (on one connection, and on all the connections
-of one token together); ``bad_request`` for an SDP over 64 KiB or with more than 16 media
-(``m=``) sections (checked before it is parsed; the router parses on a worker thread).  A
-subscription not answered within 15 s (``ServerLimits.pending_subscription_seconds``)
-ends (the router lets go of it) and the subscriber gets ``subscription_expired``; its
-``answer`` then gets ``unknown_subscription``.
-
-Relayed sessions (peers connect directly): the server does signaling only, and
-``publish``/``subscribe`` answer ``not_implemented`` for now; ``signal`` carries the
-peers' own offers, answers and candidates.
+* The upgrade always succeeds, and a refused client then gets one JSON error and a
+  close code (4400/4401/4403/4404/4429): a browser's WebSocket API never shows the
+  HTTP status of a failed upgrade.  Only the per-address budgets answer HTTP 429 before
+  the upgrade (:mod:`e2ee.server.app`).
+* One :class:`Session` per accepted connection; :data:`HANDLERS` maps a message type to
+  its ``on_*`` method.  A client's messages are handled one after the other, in order,
+  with a turn for the other clients between two of them, so a burst read in one TCP
+  segment cannot starve the other connections' writers.
+* Each message first takes from its type's token bucket (:mod:`e2ee.server.limits`);
+  a client that keeps sending over its limits is closed with 4029.
+* Before a close the server initiates (but 1009), the client gets ``{"type":
+  "disconnected", "reason": ...}`` as its last message; its queue keeps room for it.
+* Relayed sessions: signaling only; ``publish``/``subscribe`` answer
+  ``not_implemented`` and ``signal`` carries the peers' own SDP.
 """
 
 from __future__ import annotations
@@ -505,7 +431,9 @@ async def websocket_handler(request: web.Request, hub: Hub) -> web.StreamRespons
         await conn.wait_closed(0)
         if not room.connections:
             await hub.retire(room)
-        return await _refuse(ws, CLOSE_PARTICIPANT_LIMIT, err)
+        # A revocation that lands between the token check and the join is still 4401.
+        close = CLOSE_UNAUTHORIZED if err.code == "token_revoked" else CLOSE_PARTICIPANT_LIMIT
+        return await _refuse(ws, close, err)
 
     conn.on_too_slow = lambda: _spawn(room.remove_connection(conn, "too_slow"))
     log.info("connection %s joined session %s as %s", conn.id, record.id, conn.role)

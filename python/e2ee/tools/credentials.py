@@ -3,6 +3,7 @@
 e2ee credentials show   [--data-dir DIR] [--show-secret] [--json]
 e2ee credentials rotate [--data-dir DIR] [--grace SECONDS] [--show-secret]
 e2ee credentials retire [--data-dir DIR] [--kid KID]
+e2ee credentials token  [--data-dir DIR] [--ttl SECONDS]
 
 ``rotate`` makes a new API secret, which signs every token from then on; the previous one
 still verifies tokens for ``--grace`` seconds (default 24 h), or until ``retire``, so the
@@ -10,6 +11,8 @@ application servers can move to the new secret without a gap.  At most two secre
 live: rotating again ends the grace of the one before.  A running server sees the change
 within a second (:data:`e2ee.server.hub.KEYRING_CACHE_SECONDS`).  Secrets are printed only
 with ``--show-secret``; tokens name their secret by key id (``kid``), which is public.
+``token`` prints a short-lived project auth token for the REST API, for curl:
+``curl -H "Authorization: Bearer $(e2ee credentials token)" ...``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from e2ee.server.store import DEFAULT_DATA_DIR, ApiSecret, SQLiteStore, db_path
+from e2ee.server.tokens import MAX_AUTH_TTL, project_auth_token
+from e2ee.tools.cli_args import at_least
+from e2ee.tools.cli_errors import CommandError, UsageError
 
 __all__ = ["DEFAULT_GRACE_SECONDS", "add_credentials_parser"]
 
@@ -33,8 +38,9 @@ DEFAULT_GRACE_SECONDS = 24 * 3600
 def _open(data_dir: Path) -> SQLiteStore:
     path = db_path(data_dir)
     if not path.is_file():
-        raise SystemExit(
-            f"e2ee: no server data in {data_dir} (no {path.name}): start `e2ee serve` there first"
+        raise CommandError(
+            f"no server data in {data_dir} (no {path.name}): start `e2ee serve` there first, "
+            "or pass the --data-dir it uses"
         )
     return SQLiteStore(path)
 
@@ -79,9 +85,6 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    if not (math.isfinite(args.grace) and args.grace >= 0):
-        print("e2ee: --grace must be a number of seconds >= 0", file=sys.stderr)
-        return 2
     store = _open(args.data_dir)
     try:
         new = store.rotate_secret_sync(args.grace)
@@ -107,11 +110,32 @@ def _retire(args: argparse.Namespace) -> int:
         store.close_sync()
     if not kids:
         what = f"no previous key {args.kid!r}" if args.kid else "no previous key"
-        print(f"e2ee: {what} to retire (the signing key cannot be retired)", file=sys.stderr)
-        return 1
+        raise CommandError(f"{what} to retire (the signing key cannot be retired)")
     for kid in kids:
         print(f"retired {kid}: tokens it signed are refused from now on")
     return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    if args.ttl > MAX_AUTH_TTL:
+        raise UsageError(f"--ttl {args.ttl}: project auth tokens live at most {MAX_AUTH_TTL} s")
+    store = _open(args.data_dir)
+    try:
+        creds = store.get_or_create_credentials_sync()
+    finally:
+        store.close_sync()
+    print(project_auth_token(creds.api_key, creds.api_secret, args.ttl))
+    return 0
+
+
+def _grace(value: str) -> float:
+    try:
+        n = float(value)
+    except ValueError:
+        n = math.nan
+    if not (math.isfinite(n) and n >= 0):
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number of seconds >= 0")
+    return n
 
 
 def add_credentials_parser(sub: Any) -> None:
@@ -133,7 +157,7 @@ def add_credentials_parser(sub: Any) -> None:
     common(q)
     q.add_argument(
         "--grace",
-        type=float,
+        type=_grace,
         default=DEFAULT_GRACE_SECONDS,
         metavar="SECONDS",
         help="how long the previous secret still verifies tokens (default 86400 = 24 h)",
@@ -145,3 +169,16 @@ def add_credentials_parser(sub: Any) -> None:
     common(q)
     q.add_argument("--kid", help="retire only this key id")
     q.set_defaults(func=_retire)
+
+    q = actions.add_parser(
+        "token", help="print a project auth token for the REST API (Authorization: Bearer)"
+    )
+    common(q)
+    q.add_argument(
+        "--ttl",
+        type=at_least(1, "second"),
+        default=300,
+        metavar="SECONDS",
+        help=f"lifetime, at most {MAX_AUTH_TTL} (default: %(default)s)",
+    )
+    q.set_defaults(func=_token)

@@ -152,11 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             import matplotlib  # noqa: F401
         except ModuleNotFoundError:
-            parser.error("--plot needs matplotlib (pip install 'e2ee-media[bench]')")
+            parser.error("--plot needs matplotlib (pip install -e '.[bench]' in a checkout of e2ee)")
     try:
         import cryptography  # noqa: F401
     except ModuleNotFoundError:
-        parser.error("the baseline needs `cryptography` (pip install 'e2ee-media[bench]')")
+        parser.error("the baseline needs `cryptography` (pip install -e '.[bench]' in a checkout of e2ee)")
     doc = run(_settings(args))
     print(table(doc))
     if args.json is not None:
