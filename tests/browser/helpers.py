@@ -41,11 +41,17 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class DevServer:
     """``e2ee serve --dev --port 0`` (the real CLI, router and static files) in a child
     process on 127.0.0.1 (``dev=False``: without ``--dev``).  stdout is kept in
-    :attr:`lines`, stderr in ``data_dir/stderr.txt``."""
+    :attr:`lines`, stderr in ``data_dir/stderr.txt``.  ``limits``: fields of
+    :class:`e2ee.server.limits.ServerLimits` (budgets the CLI does not set), for which the
+    same server is started through :func:`e2ee.server.app.run` instead of the CLI."""
 
-    def __init__(self, data_dir: Path, *, dev: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, *, dev: bool = True, limits: dict[str, Any] | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.dev = dev
         self.extra_args = ("--dev",) if dev else ()
+        self.limits = limits
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.lines: list[str] = []
@@ -53,19 +59,15 @@ class DevServer:
     def start(self, timeout: float = 30.0) -> DevServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", net.ENV_VAR: "127.0.0.1"}
+        if self.limits is None:
+            argv = ["-m", "e2ee", "serve", "--port", "0", "--data-dir", str(self.data_dir)]
+            argv += self.extra_args
+        else:
+            argv = ["-c", _RUN_WITH_LIMITS, str(self.data_dir), json.dumps(self.limits)]
+            argv.append("dev" if self.dev else "")
         with open(self.data_dir / "stderr.txt", "ab") as stderr:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "e2ee",
-                    "serve",
-                    "--port",
-                    "0",
-                    "--data-dir",
-                    str(self.data_dir),
-                    *self.extra_args,
-                ],
+                [sys.executable, *argv],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 env=env,
@@ -124,18 +126,19 @@ class DevServer:
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         return _call(urllib.request.Request(self.url + path, headers=headers or {}))
 
-    def rest(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        """The authenticated REST API, with the credentials from the data directory (as
-        an application server on this host would have them)."""
+    def auth_header(self) -> str:
+        """An ``Authorization`` value for the REST API, with the credentials from the data
+        directory (as an application server on this host would have them)."""
         store = SQLiteStore(db_path(self.data_dir))
         try:
             creds = store.get_or_create_credentials_sync()
         finally:
             store.close_sync()
-        headers = {
-            "Authorization": f"Bearer {project_auth_token(creds.api_key, creds.api_secret)}",
-            "Content-Type": "application/json",
-        }
+        return f"Bearer {project_auth_token(creds.api_key, creds.api_secret)}"
+
+    def rest(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """The authenticated REST API (:meth:`auth_header`)."""
+        headers = {"Authorization": self.auth_header(), "Content-Type": "application/json"}
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         return _call(req)
@@ -152,6 +155,15 @@ class DevServer:
         )
         assert status == 201, body
         return str(body["token"])
+
+
+_RUN_WITH_LIMITS = """
+import json, sys
+from e2ee.server.app import run
+from e2ee.server.limits import ServerLimits
+run("127.0.0.1", 0, sys.argv[1], dev=sys.argv[3] == "dev",
+    limits=ServerLimits(**json.loads(sys.argv[2])))
+"""
 
 
 def _call(req: urllib.request.Request) -> tuple[int, Any]:

@@ -66,15 +66,21 @@ def test_page_and_modules_are_served_with_their_types(plain_server: DevServer) -
     assert "script-src 'self'" in csp
     assert "default-src 'none'" in csp
     assert "frame-ancestors 'none'" in csp
+    js = "text/javascript; charset=utf-8"
+    # e2ee.js is the entry point; the modules it is made of are served beside it.
+    modules = ["errors", "policy", "keyring", "link", "transforms", "peers", "emitter", "session"]
     expected = {
-        "e2ee.js": "text/javascript; charset=utf-8",
-        "e2ee-worker.js": "text/javascript; charset=utf-8",
-        "sframe.js": "text/javascript; charset=utf-8",
-        "app.js": "text/javascript; charset=utf-8",
-        "synthetic.js": "text/javascript; charset=utf-8",
+        "e2ee.js": js,
+        **{f"{module}.js": js for module in modules},
+        "e2ee-worker.js": js,
+        "sframe.js": js,
+        "app.js": js,
+        "synthetic.js": js,
         "style.css": "text/css; charset=utf-8",
         "index.html": "text/html; charset=utf-8",
     }
+    # Every module in the directory is listed here, so a new one is checked too.
+    assert {p.name for p in STATIC.glob("*.js")} <= expected.keys()
     for name, content_type in expected.items():
         status, headers, body = raw_get(plain_server, f"/static/{name}")
         assert status == 200, name

@@ -35,6 +35,9 @@ DEFAULT_REPEAT = 61
 # -- argument parsing --------------------------------------------------------------------
 
 
+_BENCH_EXTRA = "pip install -e '.[bench]' in a checkout of e2ee"
+
+
 def _size(text: str) -> int:
     """``1200``, ``1_200``, ``10k``, ``10KB``, ``1M`` or ``1MB`` (decimal units) to bytes."""
     t = text.strip().upper().replace("_", "").removesuffix("B")
@@ -152,11 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             import matplotlib  # noqa: F401
         except ModuleNotFoundError:
-            parser.error("--plot needs matplotlib (pip install -e '.[bench]' in a checkout of e2ee)")
+            parser.error(f"--plot needs matplotlib ({_BENCH_EXTRA})")
     try:
         import cryptography  # noqa: F401
     except ModuleNotFoundError:
-        parser.error("the baseline needs `cryptography` (pip install -e '.[bench]' in a checkout of e2ee)")
+        parser.error(f"the baseline needs `cryptography` ({_BENCH_EXTRA})")
     doc = run(_settings(args))
     print(table(doc))
     if args.json is not None:

@@ -63,6 +63,7 @@ const LOG_STYLE = {
   encryptionSecretMissing: "bad",
   encryptionError: "bad",
   disconnected: "bad",
+  rateLimited: "warn",
   error: "bad",
 };
 
@@ -86,8 +87,33 @@ function nameOf(streamId) {
 
 function setStatus(text, kind) {
   const el = $("status");
-  el.textContent = text;
+  $("status-text").textContent = el.title = text;
   el.dataset.state = kind;
+}
+
+/** What the user is told for the server's reasons and error codes (e2ee.js). */
+const REASONS = {
+  force_disconnected: "removed from the call by a moderator",
+  too_slow: "this browser fell too far behind the call's messages",
+  rate_limited: "this browser sent messages too fast",
+  server_shutdown: "the server is shutting down",
+  message_too_large: "a message was too large",
+  connection_lost: "the connection was lost",
+  token_revoked: "this invitation was revoked",
+  session_deleted: "the session was deleted",
+  token_connection_limit: "this invitation is already open in too many tabs or devices",
+  participant_limit: "the session is full",
+  subscription_expired: "the server gave up waiting for this browser's answer",
+};
+
+const explain = (code, fallback) => REASONS[code] ?? fallback ?? code;
+
+/** A passing problem in the status line; "Connected" comes back after a while. */
+function warnStatus(text) {
+  setStatus(text, "warn");
+  setTimeout(() => {
+    if (state.connected && $("status-text").textContent === text) setStatus("Connected", "connected");
+  }, 8000);
 }
 
 function showError(el, error) {
@@ -259,10 +285,20 @@ async function join({ sessionId, token, secret, name, publish, synthetic, minIte
   );
   session.on("encryptionError", (ev) => record(ev.type, ev, `Could not encrypt ${ev.kind}: ${ev.message}`));
   session.on("stats", () => refresh());
-  session.on("disconnected", ({ reason }) => {
-    record("disconnected", { reason }, `Disconnected: ${reason}`);
+  session.on("disconnected", ({ reason, code }) => {
+    const text = `Disconnected: ${explain(reason)} (${reason}, ${code})`;
+    record("disconnected", { reason, code }, text);
+    api.session = null;
     teardown();
-    setStatus(`Disconnected (${reason})`, "error");
+    setStatus(text, "error");
+    // Back to the form: joining again is one click (if the server lets this token in).
+    $("call").hidden = true;
+    $("join").hidden = false;
+  });
+  session.on("rateLimited", ({ request }) => {
+    const text = `Slow down: too many "${request}" messages (rate_limited)`;
+    if ($("status-text").textContent !== text) record("rateLimited", { request }, text);
+    warnStatus(text);
   });
 
   if (publish) {
@@ -315,8 +351,11 @@ async function subscribeTo(session, stream) {
     });
     record("subscribed", { streamId: stream.id }, `Receiving ${name}`);
   } catch (e) {
-    record("error", { streamId: stream.id, code: e.code }, `Could not receive ${name}: ${e.message}`);
+    const text = `Could not receive ${name}: ${explain(e.code, e.message)}`;
+    record("error", { streamId: stream.id, code: e.code }, text);
+    remote.failed = true;
     setTileState(tile, "no-media");
+    if (state.connected) warnStatus(e.code ? `${text} (${e.code})` : text);
   }
 }
 
@@ -345,7 +384,7 @@ function refresh() {
       remote.lastFrames = framesDecrypted;
       remote.lastProgress = now;
     }
-    let streamState = sub ? sub.state : "connecting";
+    let streamState = sub ? sub.state : remote.failed ? "no-media" : "connecting";
     if (streamState === "ok" && now - remote.lastProgress > STALL_MS) streamState = "no-media";
     if (sub && ["failed", "closed"].includes(sub.pc.connectionState)) streamState = "no-media";
     setTileState(remote.tile, streamState);
@@ -521,7 +560,7 @@ async function main() {
       teardown();
       $("call").hidden = true;
       $("join").hidden = false;
-      setStatus("Not connected", "error");
+      setStatus(`Could not join: ${explain(e.code, e.message)}${e.code ? ` (${e.code})` : ""}`, "error");
       showError($("join-error"), e);
     } finally {
       button.disabled = false;
