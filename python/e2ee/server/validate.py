@@ -29,8 +29,10 @@ __all__ = [
 MAX_ID_CHARS = 64
 #: An SDP offer or answer is refused (``bad_request``) above this size, before parsing.
 MAX_SDP_BYTES = 64 * 1024
-#: ... and above this many media (``m=``) sections.
-MAX_SDP_MEDIA_SECTIONS = 16
+#: ... and above this many media (``m=``) sections.  A stream has one audio and one video
+#: section; aiortc's set-up costs ~30 ms of the event loop per section, so the cap bounds
+#: what one hostile offer can stall media forwarding for.
+MAX_SDP_MEDIA_SECTIONS = 4
 
 
 def parse_message(text: str, *, max_chars: int) -> dict[str, Any]:
