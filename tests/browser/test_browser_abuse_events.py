@@ -24,7 +24,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,40 @@ async def wait_disconnected(call: CallPage, timeout: float = 30.0) -> dict[str, 
     return event
 
 
+async def assert_disconnected(call: CallPage, reason: str, code: int, shown: str) -> None:
+    """The page was disconnected for ``reason`` with close ``code``, and its status line
+    says so as an error: ``Disconnected: <shown> (<reason>, <code>)``."""
+    event = await wait_disconnected(call)
+    assert (event["reason"], event["code"]) == (reason, code), event
+    assert await status_line(call) == (f"Disconnected: {shown} ({reason}, {code})", "error")
+
+
+@contextlib.asynccontextmanager
+async def watched_call(
+    browser: Any, server: DevServer, name: str
+) -> AsyncIterator[tuple[str, list[dict[str, Any]], CallPage]]:
+    """A new session with a Python peer ``py`` that records who left it (its
+    ``connection_destroyed`` events) and a page ``name`` in the call, not publishing:
+    ``(session id, left, page)``.  On exit, py is still in the call and the page had no
+    script error; both are closed."""
+    sid = server.session()
+    py = PythonPeer(server, sid, "py")
+    try:
+        await py.start(publish=False)
+        gone: list[dict[str, Any]] = []
+        py.session.on("connection_destroyed", gone.append)
+        call = await join_call(browser, server, sid, name, publish=False)
+        try:
+            yield sid, gone, call
+            # The others are still in the call.
+            await py.session.signal("still", "here")
+            assert not call.errors
+        finally:
+            await call.close()
+    finally:
+        await py.close()
+
+
 # -- connecting ---------------------------------------------------------------------------
 
 
@@ -179,13 +213,7 @@ async def test_one_token_too_many_connections(browser: Any, server: DevServer) -
 async def test_flooding_signal_is_rate_limited_then_closed_4029(
     browser: Any, server: DevServer
 ) -> None:
-    sid = server.session()
-    py = PythonPeer(server, sid, "py")
-    await py.start(publish=False)
-    gone: list[dict[str, Any]] = []
-    py.session.on("connection_destroyed", gone.append)
-    call = await join_call(browser, server, sid, "flood", publish=False)
-    try:
+    async with watched_call(browser, server, "flood") as (_, gone, call):
         result = await call.page.evaluate(
             """async () => {
               const s = window.e2ee.session;
@@ -213,13 +241,8 @@ async def test_flooding_signal_is_rate_limited_then_closed_4029(
         assert result["event"]["code"] == CLOSE_RATE_LIMITED
         assert not result["connected"]
 
-        event = await wait_disconnected(call)
-        assert (event["reason"], event["code"]) == ("rate_limited", CLOSE_RATE_LIMITED)
-        text, kind = await status_line(call)
-        assert kind == "error"
-        assert text == (
-            "Disconnected: this browser sent messages too fast"
-            f" (rate_limited, {CLOSE_RATE_LIMITED})"
+        await assert_disconnected(
+            call, "rate_limited", CLOSE_RATE_LIMITED, "this browser sent messages too fast"
         )
         # The others see it leave for that reason, and stay connected.
         for _ in range(100):
@@ -227,11 +250,6 @@ async def test_flooding_signal_is_rate_limited_then_closed_4029(
                 break
             await asyncio.sleep(0.1)
         assert [g["reason"] for g in gone] == ["rate_limited"]
-        await py.session.signal("still", "here")
-        assert not call.errors
-    finally:
-        await call.close()
-        await py.close()
 
 
 @pytest.mark.timeout(90)
@@ -453,50 +471,40 @@ async def _flood_to(
 async def test_page_that_stops_reading_is_dropped_as_too_slow(
     browser: Any, server: DevServer
 ) -> None:
-    sid = server.session()
-    py = PythonPeer(server, sid, "py")
-    await py.start(publish=False)
-    gone: list[dict[str, Any]] = []
-    py.session.on("connection_destroyed", gone.append)
-    call = await join_call(browser, server, sid, "slow", publish=False)
     stop = asyncio.Event()
     sent = [0]
     floods: list[asyncio.Task[None]] = []
-    try:
-        victim = (await call.state())["connectionId"]
-        with network_paused():
-            floods = [
-                asyncio.create_task(_flood_to(server, sid, victim, stop, sent)) for _ in range(8)
-            ]
-            deadline = time.monotonic() + 60
-            while not any(g["connection"]["id"] == victim for g in gone):
-                assert time.monotonic() < deadline, f"not dropped after {sent[0]} signals"
-                for task in floods:
-                    if task.done():
-                        task.result()
-                await asyncio.sleep(0.1)
-            stop.set()
-            await asyncio.gather(*floods)
-        assert [g["reason"] for g in gone if g["connection"]["id"] == victim] == ["too_slow"]
+    async with watched_call(browser, server, "slow") as (sid, gone, call):
+        try:
+            victim = (await call.state())["connectionId"]
+            with network_paused():
+                floods = [
+                    asyncio.create_task(_flood_to(server, sid, victim, stop, sent))
+                    for _ in range(8)
+                ]
+                deadline = time.monotonic() + 60
+                while not any(g["connection"]["id"] == victim for g in gone):
+                    assert time.monotonic() < deadline, f"not dropped after {sent[0]} signals"
+                    for task in floods:
+                        if task.done():
+                            task.result()
+                    await asyncio.sleep(0.1)
+                stop.set()
+                await asyncio.gather(*floods)
+            assert [g["reason"] for g in gone if g["connection"]["id"] == victim] == ["too_slow"]
 
-        # Resumed, the page reads what was queued: the reason, then close 4008.
-        event = await wait_disconnected(call, 30)
-        assert (event["reason"], event["code"]) == ("too_slow", CLOSE_TOO_SLOW), event
-        text, kind = await status_line(call)
-        assert kind == "error"
-        assert text == (
-            "Disconnected: this browser fell too far behind the call's messages"
-            f" (too_slow, {CLOSE_TOO_SLOW})"
-        )
-        await py.session.signal("still", "here")
-        assert not call.errors
-    finally:
-        stop.set()
-        for task in floods:
-            task.cancel()
-        await asyncio.gather(*floods, return_exceptions=True)
-        await call.close()
-        await py.close()
+            # Resumed, the page reads what was queued: the reason, then close 4008.
+            await assert_disconnected(
+                call,
+                "too_slow",
+                CLOSE_TOO_SLOW,
+                "this browser fell too far behind the call's messages",
+            )
+        finally:
+            stop.set()
+            for task in floods:
+                task.cancel()
+            await asyncio.gather(*floods, return_exceptions=True)
 
 
 # -- ended by the server -------------------------------------------------------------------
@@ -517,12 +525,11 @@ async def test_force_disconnect_then_the_token_is_refused(browser: Any, server: 
         cid = (await call.state())["connectionId"]
         status, _ = server.rest("DELETE", f"/v1/sessions/{sid}/connections/{cid}")
         assert status == 204
-        event = await wait_disconnected(call)
-        assert (event["reason"], event["code"]) == ("force_disconnected", CLOSE_FORCE_DISCONNECTED)
-        assert await status_line(call) == (
-            "Disconnected: removed from the call by a moderator"
-            f" (force_disconnected, {CLOSE_FORCE_DISCONNECTED})",
-            "error",
+        await assert_disconnected(
+            call,
+            "force_disconnected",
+            CLOSE_FORCE_DISCONNECTED,
+            "removed from the call by a moderator",
         )
         # The same invitation again: refused at connect, and said so.
         error = await rejoin(call)
@@ -543,11 +550,8 @@ async def test_deleted_session_disconnects_the_page(browser: Any, server: DevSer
     try:
         status, _ = server.rest("DELETE", f"/v1/sessions/{sid}")
         assert status == 204
-        event = await wait_disconnected(call)
-        assert (event["reason"], event["code"]) == ("session_deleted", CLOSE_NOT_FOUND)
-        assert await status_line(call) == (
-            f"Disconnected: the session was deleted (session_deleted, {CLOSE_NOT_FOUND})",
-            "error",
+        await assert_disconnected(
+            call, "session_deleted", CLOSE_NOT_FOUND, "the session was deleted"
         )
         assert not call.errors
     finally:
@@ -568,12 +572,7 @@ async def test_close_without_a_reason_is_named_by_its_code(browser: Any, server:
             MAX_MESSAGE_BYTES + 1,
         )
         assert code == "disconnected"
-        event = await wait_disconnected(call)
-        assert (event["reason"], event["code"]) == ("message_too_large", 1009)
-        assert await status_line(call) == (
-            "Disconnected: a message was too large (message_too_large, 1009)",
-            "error",
-        )
+        await assert_disconnected(call, "message_too_large", 1009, "a message was too large")
         assert not call.errors
     finally:
         await call.close()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from e2ee.tools.bench import router as bench_router
 from e2ee.tools.bench.router_processes import cpu_seconds, rss_bytes
 from e2ee.tools.bench.router_report import percentile
 from e2ee.tools.bench.router_worker import MAGIC, STAMP, clear_bytes, load_media, prepare_media
+from support.cli import e2ee
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -23,25 +22,18 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def test_quick_run_writes_table_json_and_plot(tmp_path: Path) -> None:
     out_json = tmp_path / "router.json"
     out_png = tmp_path / "router.png"
-    env = dict(os.environ, E2EE_ICE_ADDRESSES="127.0.0.1")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "e2ee",
-            "bench",
-            "router",
-            "--quick",
-            "--json",
-            str(out_json),
-            "--plot",
-            str(out_png),
-        ],
-        capture_output=True,
-        text=True,
+    proc = e2ee(
+        "bench",
+        "router",
+        "--quick",
+        "--json",
+        str(out_json),
+        "--plot",
+        str(out_png),
+        check=False,
         timeout=90,
-        env=env,
         cwd=tmp_path,
+        loopback=True,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "µs/packet" in proc.stdout

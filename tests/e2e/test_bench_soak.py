@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,38 +19,32 @@ from e2ee.tools.bench.router_processes import Server
 from e2ee.tools.bench.soak_abuse import rejections
 from e2ee.tools.bench.soak_clients import Flow
 from e2ee.tools.bench.soak_report import format_table
+from support.cli import e2ee
 
 
 def test_short_soak_reports_media_continuity_server_figures_and_refused_abuse(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "soak.json"
-    env = dict(os.environ, E2EE_ICE_ADDRESSES="127.0.0.1")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "e2ee",
-            "bench",
-            "soak",
-            "--honest=4",
-            "--abusive=2",
-            "--seconds=15",
-            "--warmup=4",
-            "--abuse-phase=3",
-            "--sample-every=1",
-            "--progress-every=5",
-            "--churn=0.5",
-            "--churn-every=6",
-            "--no-netns",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = e2ee(
+        "bench",
+        "soak",
+        "--honest=4",
+        "--abusive=2",
+        "--seconds=15",
+        "--warmup=4",
+        "--abuse-phase=3",
+        "--sample-every=1",
+        "--progress-every=5",
+        "--churn=0.5",
+        "--churn-every=6",
+        "--no-netns",
+        "--out",
+        str(out),
+        check=False,
         timeout=150,
-        env=env,
         cwd=tmp_path,
+        loopback=True,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "s: honest" in proc.stderr  # progress lines

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,17 +11,8 @@ import pytest
 from e2ee.server.store import SessionRecord, SQLiteStore, db_path
 from e2ee.server.tokens import mint_token, verify_token
 from e2ee.tools.cli import NoServerData, load_credentials
+from support.cli import e2ee
 from support.server import ServerProcess
-
-
-def e2ee(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "e2ee", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=check,
-    )
 
 
 def test_help_and_selftest() -> None:

@@ -6,8 +6,6 @@ refused, sessions can be listed and deleted, and the API secret can be rotated b
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,21 +16,18 @@ import pytest
 
 from e2ee.server.store import key_id
 from e2ee.server.tokens import mint_token, project_auth_token, verify_token
+from support.cli import e2ee
 from support.server import Api, Peer, ServerProcess, refused
-
-
-def e2ee(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "e2ee", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=check,
-    )
 
 
 def _jti(token: str) -> str:
     return str(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
+async def _force_disconnect(moderator: Peer, peer: Peer) -> None:
+    """``moderator`` removes the participant ``peer`` is a connection of."""
+    reply = await moderator.request({"type": "force_disconnect", "connection_id": peer.id})
+    assert reply["type"] == "ok", reply
 
 
 async def _kicked(peer: Peer) -> tuple[str, int | None]:
@@ -50,8 +45,7 @@ async def test_force_disconnected_participant_cannot_rejoin(fake_api: Api) -> No
     moderator = await fake_api.join(sid, "moderator")
     token = fake_api.mint(sid, "publisher")
     victim = await Peer.connect(fake_api, sid, token)
-    reply = await moderator.request({"type": "force_disconnect", "connection_id": victim.id})
-    assert reply["type"] == "ok", reply
+    await _force_disconnect(moderator, victim)
     assert await _kicked(victim) == ("force_disconnected", 4001)
     err, close = await refused(fake_api, sid, token)
     assert (err["code"], close) == ("token_revoked", 4401), err
@@ -75,8 +69,7 @@ async def test_force_disconnect_removes_every_connection_of_the_token(fake_api: 
     token = fake_api.mint(sid, "publisher")
     first = await Peer.connect(fake_api, sid, token)
     second = await Peer.connect(fake_api, sid, token)
-    reply = await moderator.request({"type": "force_disconnect", "connection_id": first.id})
-    assert reply["type"] == "ok", reply
+    await _force_disconnect(moderator, first)
     assert await _kicked(first) == ("force_disconnected", 4001)
     assert await _kicked(second) == ("force_disconnected", 4001)
 

@@ -7,6 +7,7 @@ directory of the root conftest.py there).
   recorders of the encoded frames sent and received.
 * :mod:`support.server`: the real server in a child process, REST and WebSocket clients,
   and a fake media router.
+* :mod:`support.cli`: the ``e2ee`` command in a child process.
 
 The fixtures built on them live in tests/conftest.py.  This module stays light (paths
 only): the server's child process imports :mod:`support.server` through it.

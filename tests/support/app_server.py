@@ -2,8 +2,8 @@
 its budgets (:class:`e2ee.server.limits.ServerLimits`): served by the same guarded runner
 as ``e2ee serve``, on a free loopback port, with the fake media router by default.
 
-``Api(app_server(...), http)`` works as with a :class:`support.server.ServerProcess`
-(``url``, ``ws_base`` and ``credentials()`` are all it reads).
+``Api(app_server(...), http)`` works as with a :class:`support.server.ServerProcess`:
+both are a :class:`support.server.Served`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -19,26 +18,14 @@ from aiohttp import web
 from e2ee.server.app import HEADER_TIMEOUT, MAX_CONNECTIONS, create_app, reject_malformed
 from e2ee.server.http_compat import GuardedAppRunner
 from e2ee.server.limits import ServerLimits
-from e2ee.server.store import Credentials, SQLiteStore, db_path
-from support.server import Api, FakeRouter
+from support.server import Api, FakeRouter, Served
 
 
-class AppServer:
+class AppServer(Served):
     def __init__(self, data_dir: Path, url: str, app: web.Application) -> None:
         self.data_dir = data_dir
         self.url = url
         self.app = app
-
-    @property
-    def ws_base(self) -> str:
-        return "ws" + self.url[len("http") :]
-
-    def credentials(self) -> Credentials:
-        store = SQLiteStore(db_path(self.data_dir))
-        try:
-            return store.get_or_create_credentials_sync()
-        finally:
-            store.close_sync()
 
 
 @contextlib.asynccontextmanager
@@ -73,8 +60,7 @@ async def app_api(
     """:func:`app_server` with an :class:`support.server.Api` client (its signaling
     clients closed at the end)."""
     async with app_server(data_dir, limits=limits) as server:
-        served: Any = server
-        api = Api(served, http)
+        api = Api(server, http)
         try:
             yield api
         finally:

@@ -31,7 +31,28 @@ from support import REPO, TESTS
 _LISTENING = re.compile(r"listening on (http://[^\s]+)")
 
 
-class ServerProcess:
+class Served:
+    """What the clients here read of a running server, in a child process
+    (:class:`ServerProcess`) or in the test's own (:class:`support.app_server.AppServer`):
+    its ``url`` and, from its ``data_dir``, the project's credentials."""
+
+    data_dir: Path
+    url: str
+
+    def credentials(self) -> Credentials:
+        """Read from the server's database, as an operator on this host would."""
+        store = SQLiteStore(db_path(self.data_dir))
+        try:
+            return store.get_or_create_credentials_sync()
+        finally:
+            store.close_sync()
+
+    @property
+    def ws_base(self) -> str:
+        return "ws" + self.url[len("http") :]
+
+
+class ServerProcess(Served):
     """``e2ee.server.app.run`` in a child process on a free loopback port.
 
     ``router="fake"`` injects :class:`FakeRouter` (signaling tests), ``"default"`` keeps
@@ -132,24 +153,12 @@ class ServerProcess:
         self.proc = None
         return rc
 
-    def credentials(self) -> Credentials:
-        """Read from the server's database, as an operator on this host would."""
-        store = SQLiteStore(db_path(self.data_dir))
-        try:
-            return store.get_or_create_credentials_sync()
-        finally:
-            store.close_sync()
-
-    @property
-    def ws_base(self) -> str:
-        return "ws" + self.url[len("http") :]
-
 
 class Api:
     """REST client with a fresh project auth token on every call.  Keeps the signaling
     clients that joined through it, for :meth:`close`."""
 
-    def __init__(self, server: ServerProcess, http: aiohttp.ClientSession) -> None:
+    def __init__(self, server: Served, http: aiohttp.ClientSession) -> None:
         self.server = server
         self.http = http
         self.creds = server.credentials()

@@ -5,6 +5,9 @@
   armed by SIGUSR1 and written by SIGUSR2; ``e2ee.server.app`` is unchanged);
 * :class:`Worker`: a load generator, ``python -m e2ee.tools.bench.router_worker ROLE CFG``
   (:mod:`e2ee.tools.bench.router_worker`), driven over one JSON line per command;
+* :class:`Rest`: the project-authenticated REST calls to that server, and
+  :func:`start_session` (a server plus the one session a bench runs in) and
+  :func:`stop_all`;
 * :func:`pin`: CPU affinity (the router on one CPU, the load generators on the others);
 * :func:`cpu_seconds`, :func:`rss_bytes`, :func:`machine_times`: a process's CPU time and
   resident memory, and the machine's busy and idle time.
@@ -25,7 +28,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Server", "Worker", "cpu_seconds", "machine_times", "pin", "rss_bytes"]
+__all__ = [
+    "Rest",
+    "Server",
+    "Worker",
+    "cpu_seconds",
+    "machine_times",
+    "pin",
+    "rss_bytes",
+    "start_session",
+    "stop_all",
+]
 
 ENV_ICE = {"E2EE_ICE_ADDRESSES": "127.0.0.1"}
 _LISTENING = re.compile(r"listening on (http://[^\s]+)")
@@ -249,3 +262,58 @@ class Server:
             self._drain.cancel()
             with contextlib.suppress(BaseException):
                 await self._drain
+
+
+class Rest:
+    """REST calls to a :class:`Server` with a fresh project auth token each (they live
+    5 minutes, a bench longer), and the participant tokens it mints."""
+
+    def __init__(self, server: Server) -> None:
+        import aiohttp
+
+        self.url = server.url
+        self.api = server.credentials()
+        self.http = aiohttp.ClientSession()
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        from e2ee.server.tokens import project_auth_token
+
+        headers = {"Authorization": f"Bearer {project_auth_token(*self.api)}"}
+        async with self.http.request(method, self.url + path, json=body, headers=headers) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status >= 300:
+                raise RuntimeError(f"{method} {path}: {resp.status} {data}")
+            return data
+
+    def token(self, session_id: str, role: str, data: str = "") -> str:
+        from e2ee.server.tokens import mint_token
+
+        return mint_token(*self.api, session_id, role=role, data=data)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+async def start_session(
+    data_dir: Path, cpus: set[int] | None, profile: Path | None, options: dict[str, Any]
+) -> tuple[Server, Rest, dict[str, Any]]:
+    """A :class:`Server` (see :meth:`Server.start`), its :class:`Rest` client and the
+    session created with ``options`` (the ``POST /v1/sessions`` body)."""
+    server = await Server.start(data_dir, cpus, profile)
+    rest = Rest(server)
+    try:
+        session: dict[str, Any] = await rest.call("POST", "/v1/sessions", options)
+    except BaseException:
+        await rest.close()
+        await server.stop()
+        raise
+    return server, rest, session
+
+
+async def stop_all(workers: list[Worker], rest: Rest | None, server: Server | None) -> None:
+    """Stops the load processes, then the REST client and the server (those started)."""
+    await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+    if rest is not None:
+        await rest.close()
+    if server is not None:
+        await server.stop()

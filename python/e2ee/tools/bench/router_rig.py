@@ -29,12 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from e2ee.tools.bench.router_processes import (
+    Rest,
     Server,
     Worker,
     cpu_seconds,
     machine_times,
     pin,
     rss_bytes,
+    start_session,
+    stop_all,
 )
 from e2ee.tools.bench.router_report import step_figures
 
@@ -66,36 +69,20 @@ class Rig:
     subscribers: list[Worker] = field(default_factory=list)
     streams: list[str] = field(default_factory=list)
     session: dict[str, Any] = field(default_factory=dict)
-    api: tuple[str, str] = ("", "")
+    rest: Rest | None = None
     router_cpus: set[int] | None = None
     load_cpus: set[int] | None = None
-    http: Any = None
     secret: str = ""
 
     # -- REST ----------------------------------------------------------------------------
 
-    def _auth(self) -> dict[str, str]:
-        from e2ee.server.tokens import project_auth_token
-
-        return {"Authorization": f"Bearer {project_auth_token(*self.api)}"}
-
-    async def _rest(self, method: str, path: str, body: Any = None) -> Any:
-        assert self.server is not None
-        async with self.http.request(
-            method, self.server.url + path, json=body, headers=self._auth()
-        ) as resp:
-            data = await resp.json(content_type=None)
-            if resp.status >= 300:
-                raise RuntimeError(f"{method} {path}: {resp.status} {data}")
-            return data
-
     def _token(self, role: str) -> str:
-        from e2ee.server.tokens import mint_token
-
-        return mint_token(*self.api, self.session["id"], role=role)  # type: ignore[arg-type]
+        assert self.rest is not None
+        return self.rest.token(self.session["id"], role)
 
     async def router_stats(self) -> dict[str, Any]:
-        body = await self._rest("GET", f"/v1/sessions/{self.session['id']}")
+        assert self.rest is not None
+        body = await self.rest.call("GET", f"/v1/sessions/{self.session['id']}")
         router: dict[str, Any] = body.get("router") or {}
         return router
 
@@ -115,8 +102,6 @@ class Rig:
 
     async def setup(self, progress: Callable[[str], None]) -> dict[str, Any]:
         """Media, server, session and publishers; returns the media summary."""
-        import aiohttp
-
         from e2ee.tools.bench.router_worker.media import prepare_media
 
         cfg = self.cfg
@@ -127,12 +112,10 @@ class Rig:
             None, lambda: prepare_media(media_path, seconds=cfg.media_seconds)
         )
         media["path"] = str(media_path)
-        self.server = await Server.start(self.tmp / "server", self.router_cpus, cfg.profile)
-        self.api = self.server.credentials()
-        self.http = aiohttp.ClientSession()
-        self.session = await self._rest(
-            "POST",
-            "/v1/sessions",
+        self.server, self.rest, self.session = await start_session(
+            self.tmp / "server",
+            self.router_cpus,
+            cfg.profile,
             {
                 "media_mode": "routed",
                 "e2ee": True,
@@ -261,10 +244,4 @@ class Rig:
         )
 
     async def close(self) -> None:
-        await asyncio.gather(
-            *(w.stop() for w in self.subscribers + self.publishers), return_exceptions=True
-        )
-        if self.http is not None:
-            await self.http.close()
-        if self.server is not None:
-            await self.server.stop()
+        await stop_all(self.subscribers + self.publishers, self.rest, self.server)

@@ -50,11 +50,14 @@ from typing import Any
 from e2ee.tools.bench import _measure
 from e2ee.tools.bench.router_processes import (
     ENV_ICE,
+    Rest,
     Server,
     Worker,
     cpu_seconds,
     machine_times,
     rss_bytes,
+    start_session,
+    stop_all,
 )
 from e2ee.tools.bench.router_report import json_safe
 from e2ee.tools.bench.soak_report import format_table, summarize
@@ -95,8 +98,7 @@ class _Run:
     tmp: Path
     say: Any
     server: Server | None = None
-    api: tuple[str, str] = ("", "")
-    http: Any = None
+    rest: Rest | None = None
     session: dict[str, Any] = field(default_factory=dict)
     honest: list[Worker] = field(default_factory=list)
     abusive: list[Worker] = field(default_factory=list)
@@ -107,23 +109,7 @@ class _Run:
 
     # -- server and session --------------------------------------------------------------
 
-    async def _rest(self, method: str, path: str, body: Any = None) -> Any:
-        """One REST call with a fresh project auth token (they live 5 minutes)."""
-        from e2ee.server.tokens import project_auth_token
-
-        assert self.server is not None
-        bearer = "Bearer " + project_auth_token(*self.api)
-        url = self.server.url + path
-        resp = await self.http.request(method, url, json=body, headers={"Authorization": bearer})
-        async with resp:
-            data = await resp.json(content_type=None)
-        if resp.status >= 300:
-            raise RuntimeError(f"{method} {path}: {resp.status} {data}")
-        return data
-
     async def setup(self) -> Path:
-        import aiohttp
-
         from e2ee.tools.bench.router_worker.media import prepare_media
 
         cfg = self.cfg
@@ -140,12 +126,10 @@ class _Run:
                 gop=2 * cfg.fps,
             ),
         )
-        self.server = await Server.start(self.tmp / "server", None, None)
-        self.api = self.server.credentials()
-        self.http = aiohttp.ClientSession()
-        self.session = await self._rest(
-            "POST",
-            "/v1/sessions",
+        self.server, self.rest, self.session = await start_session(
+            self.tmp / "server",
+            None,
+            None,
             {
                 "media_mode": "routed",
                 "e2ee": True,
@@ -157,9 +141,8 @@ class _Run:
         return media
 
     def _token(self, name: str) -> str:
-        from e2ee.server.tokens import mint_token
-
-        return mint_token(*self.api, self.session["id"], role="publisher", data=name)
+        assert self.rest is not None
+        return self.rest.token(self.session["id"], "publisher", data=name)
 
     # -- load processes ------------------------------------------------------------------
 
@@ -254,7 +237,8 @@ class _Run:
             "cpu_s": round(cpu_seconds(pid), 2),
         }
         try:
-            body = await self._rest("GET", f"/v1/metrics?since={self.lag_seen}")
+            assert self.rest is not None
+            body = await self.rest.call("GET", f"/v1/metrics?since={self.lag_seen}")
             lag = body["loop_lag"]
             self.lag_seen = lag["count"]
             new = lag["recent_ms"]
@@ -313,13 +297,7 @@ class _Run:
         return honest, [a["abuse"] for a in abuse], extra
 
     async def close(self) -> None:
-        await asyncio.gather(
-            *(w.stop() for w in self.honest + self.abusive), return_exceptions=True
-        )
-        if self.http is not None:
-            await self.http.close()
-        if self.server is not None:
-            await self.server.stop()
+        await stop_all(self.honest + self.abusive, self.rest, self.server)
 
 
 async def run(cfg: Config, progress: Any = None) -> dict[str, Any]:

@@ -13,75 +13,66 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
 
 
+async def _serve(table: dict[str, Callable[[], Any]]) -> None:
+    """Answers the parent's commands (``table``: a command's name to what does it) until
+    ``quit``; a handler may be async."""
+    from e2ee.tools.bench.router_worker.link import commands
+
+    def handle(cmd: dict[str, Any]) -> Any:
+        name = cmd.get("cmd")
+        if name not in table:
+            raise ValueError(f"unknown command {name!r}")
+        return table[str(name)]()
+
+    await commands(handle)
+
+
 async def _honest(cfg: dict[str, Any]) -> None:
-    from e2ee.tools.bench.router_worker.link import commands, reply
+    from e2ee.tools.bench.router_worker.link import reply
     from e2ee.tools.bench.soak_clients import HonestWorker
 
     w = HonestWorker(cfg)
     joining = asyncio.ensure_future(w.start())
     reply({"ok": True, "event": "ready"})
 
-    async def handle(cmd: dict[str, Any]) -> dict[str, Any]:
-        name = cmd.get("cmd")
-        if name == "status":
-            return w.status()
-        if name == "freeze":
-            joining.cancel()
-            return await w.freeze()
-        if name == "report":
-            return w.report()
-        if name == "leave":
-            return await w.leave()
-        raise ValueError(f"unknown command {name!r}")
+    async def freeze() -> dict[str, Any]:
+        joining.cancel()
+        return await w.freeze()
 
-    await commands(handle)
+    await _serve({"status": w.status, "freeze": freeze, "report": w.report, "leave": w.leave})
     joining.cancel()
     await w.leave()
 
 
 async def _abusive(cfg: dict[str, Any]) -> None:
-    from e2ee.tools.bench.router_worker.link import commands, reply
+    from e2ee.tools.bench.router_worker.link import reply
     from e2ee.tools.bench.soak_abuse import AbuseWorker
 
     w = AbuseWorker(cfg)
     await w.start(until=time.monotonic() + cfg["seconds"])
     reply({"ok": True, "event": "ready"})
-
-    async def handle(cmd: dict[str, Any]) -> dict[str, Any]:
-        name = cmd.get("cmd")
-        if name == "status":
-            return w.status()
-        if name == "stop":
-            return await w.stop()
-        raise ValueError(f"unknown command {name!r}")
-
-    await commands(handle)
+    await _serve({"status": w.status, "stop": w.stop})
     await w.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in ("honest", "abusive"):
-        print("usage: python -m e2ee.tools.bench.soak_worker honest|abusive CONFIG_PATH")
-        return 2
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format=f"{args[0]} %(levelname)s %(message)s"
-    )
-    from e2ee.rtc import net
+    from e2ee.tools.bench.router_worker import run_worker
 
-    net.restrict_ice_addresses(["127.0.0.1"])
-    cfg = json.loads(Path(args[1]).read_text())
-    asyncio.run(_honest(cfg) if args[0] == "honest" else _abusive(cfg))
-    return 0
+    return run_worker(
+        argv,
+        "usage: python -m e2ee.tools.bench.soak_worker honest|abusive CONFIG_PATH",
+        {"honest": _honest, "abusive": _abusive},
+        lambda path: json.loads(Path(path).read_text()),
+    )
 
 
 if __name__ == "__main__":

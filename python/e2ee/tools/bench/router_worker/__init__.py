@@ -12,6 +12,9 @@ loopback: the parent sets ``E2EE_ICE_ADDRESSES=127.0.0.1`` and each worker also 
 * :mod:`~e2ee.tools.bench.router_worker.subscriber` and
   :mod:`~e2ee.tools.bench.router_worker.receive`: receive, decrypt and time it, no decode;
 * :mod:`~e2ee.tools.bench.router_worker.link`: the parent and signaling links both use.
+
+:func:`run_worker` is the ``main`` of these processes and of
+:mod:`e2ee.tools.bench.soak_worker`'s.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from e2ee.tools.bench.router_worker.media import (
     MAGIC,
@@ -29,23 +34,41 @@ from e2ee.tools.bench.router_worker.media import (
     prepare_media,
 )
 
-__all__ = ["MAGIC", "STAMP", "clear_bytes", "load_media", "main", "prepare_media"]
+__all__ = ["MAGIC", "STAMP", "clear_bytes", "load_media", "main", "prepare_media", "run_worker"]
+
+Role = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_worker(
+    argv: list[str] | None,
+    usage: str,
+    roles: dict[str, Role],
+    read_config: Callable[[str], dict[str, Any]],
+) -> int:
+    """The ``main`` of a load process ``python -m ... ROLE CONFIG``: logs to stderr, keeps
+    WebRTC on loopback and runs ``roles[ROLE](read_config(CONFIG))``."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in ("publisher", "subscriber"):
-        print("usage: python -m e2ee.tools.bench.router_worker publisher|subscriber CONFIG_JSON")
+    if len(args) != 2 or args[0] not in roles:
+        print(usage)
         return 2
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format=f"{args[0]} %(levelname)s %(message)s"
     )
     from e2ee.rtc import net
+
+    net.restrict_ice_addresses(["127.0.0.1"])
+    cfg = read_config(args[1])
+    asyncio.run(roles[args[0]](cfg))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     from e2ee.tools.bench.router_worker.publisher import run_publisher
     from e2ee.tools.bench.router_worker.subscriber import run_subscriber
 
-    net.restrict_ice_addresses(["127.0.0.1"])
-    cfg = json.loads(args[1])
-    role = run_publisher if args[0] == "publisher" else run_subscriber
-    asyncio.run(role(cfg))
-    return 0
+    return run_worker(
+        argv,
+        "usage: python -m e2ee.tools.bench.router_worker publisher|subscriber CONFIG_JSON",
+        {"publisher": run_publisher, "subscriber": run_subscriber},
+        json.loads,
+    )
