@@ -51,7 +51,7 @@ from e2ee.client.supervisor import Supervisor
 from e2ee.crypto import normalize_secret
 from e2ee.crypto.keyring import KeyRing
 from e2ee.errors import EncryptionSecretMissing
-from e2ee.rtc import net
+from e2ee.rtc import compat, net
 from e2ee.transform.protect import E2eeTransform, protect
 from e2ee.wire.extmap import strip_media_derived_extensions
 from e2ee.wire.params import SessionPolicy
@@ -354,7 +354,9 @@ class Session:
         self._emit(kind, data)
 
     def _new_pc(self) -> RTCPeerConnection:
-        return self.peers.add(RTCPeerConnection(self._rtc))
+        pc = RTCPeerConnection(self._rtc)
+        compat.drain_ice_reads(pc)  # whole bursts per loop turn (e2ee.rtc.compat)
+        return self.peers.add(pc)
 
     # -- media -------------------------------------------------------------------------
 

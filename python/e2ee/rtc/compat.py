@@ -53,6 +53,8 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 from aiortc.rtcrtpsender import RTCEncodedFrame
 
+from e2ee.rtc import udp
+
 __all__ = [
     "SUPPORTED_VERSION",
     "PacketizingVp8Encoder",
@@ -62,6 +64,8 @@ __all__ = [
     "check_outbound",
     "decoder_queue",
     "depayloaded",
+    "drain_ice_reads",
+    "drain_now",
     "hook_create_transceiver",
     "hook_next_encoded_frame",
     "hook_send_keyframe",
@@ -448,3 +452,42 @@ def check_outbound() -> None:
         missing.append("RTCEncodedFrame.audio_level")
     if missing:
         raise CompatError(f"aiortc {aiortc.__version__} lacks {', '.join(missing)}")
+
+
+# -- draining ICE sockets -----------------------------------------------------------------
+#
+# asyncio's selector loop reads ONE datagram per socket per loop iteration
+# (``_SelectorDatagramTransport._read_ready``), so a socket's throughput is capped at one
+# packet per iteration.  A router whose iterations take 50-100 ms under load reads a
+# publisher's socket at 10-20 packets a second, less than the publisher sends: the
+# kernel queue fills (Recv-Q ~500 kB seen on every publisher socket in ``e2ee bench
+# soak``), everything behind it, RFC 7675 consent checks included, is answered seconds
+# late or dropped, and the publisher's aioice (one try, 0.5 s, 6 in a row) expires
+# consent.  :func:`drain_ice_reads` makes each readiness event read up to
+# :data:`e2ee.rtc.udp.DRAIN_BATCH` datagrams instead (libuv, hence uvloop, reads 32).
+# aioice's sockets: ``RTCIceGatherer._connection`` (rtcicetransport.py:202), its
+# ``Connection._protocols`` (aioice ice.py:451, filled by ``gather_candidates``).
+
+
+def drain_ice_reads(pc: RTCPeerConnection, batch: int = udp.DRAIN_BATCH) -> None:
+    """Make every ICE socket of ``pc`` read up to ``batch`` datagrams per readiness
+    event, from the moment its candidates are gathered (``setLocalDescription``)."""
+
+    @pc.on("icegatheringstatechange")
+    def _gathered() -> None:
+        if pc.iceGatheringState == "complete":
+            drain_now(pc, batch)
+
+
+def drain_now(pc: RTCPeerConnection, batch: int = udp.DRAIN_BATCH) -> int:
+    """Drain the ICE sockets ``pc`` has now (idempotent); returns how many it drains."""
+    count = 0
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        gatherer = dtls.transport.iceGatherer if dtls is not None else None
+        connection = getattr(gatherer, "_connection", None)
+        for protocol in list(getattr(connection, "_protocols", ())):
+            transport = getattr(protocol, "transport", None)
+            if transport is not None and udp.drain_transport(transport, batch):
+                count += 1
+    return count

@@ -147,7 +147,11 @@ class Router:
         compat.check()  # the receive/send hooks need an aiortc whose seams are known
 
     def _new_pc(self) -> RTCPeerConnection:
-        return RTCPeerConnection(self.rtc_configuration)
+        pc = RTCPeerConnection(self.rtc_configuration)
+        # A lagging loop must still read whole bursts per socket, or publishers' media and
+        # consent checks queue in the kernel until RFC 7675 consent expires (compat).
+        compat.drain_ice_reads(pc)
+        return pc
 
     def _check_open(self) -> None:
         if self._closed:
