@@ -9,6 +9,7 @@ from e2ee.server.connection import Connection
 from e2ee.server.errors import CLOSE_GOING_AWAY, ApiError
 from e2ee.server.limits import ServerLimits
 from e2ee.server.media import RouterFactory
+from e2ee.server.memory import MemoryTrimmer
 from e2ee.server.rooms import Room
 from e2ee.server.store import ApiSecret, SessionRecord, Store, key_id
 from e2ee.server.tokens import (
@@ -23,12 +24,15 @@ from e2ee.server.tokens import (
     verify_token,
 )
 
-__all__ = ["KEYRING_CACHE_SECONDS", "Hub"]
+__all__ = ["KEYRING_CACHE_SECONDS", "MAX_CACHED_SESSIONS", "Hub"]
 
 #: The live API secrets are re-read from the store when older than this, and at once for
 #: a token naming a key id not known yet: a rotation or retirement done by
 #: ``e2ee credentials`` in another process is seen within this delay.
 KEYRING_CACHE_SECONDS = 1.0
+#: Session records kept in memory beyond those of live rooms (the rest are re-read from
+#: the store when needed): sessions come and go, the cache must not only grow.
+MAX_CACHED_SESSIONS = 1024
 
 
 class Hub:
@@ -51,6 +55,8 @@ class Hub:
         # Revoked by this process (jti -> keep until), checked without awaiting the
         # store: a connection racing its own revocation cannot slip in between.
         self._revoked: dict[str, float] = {}
+        #: Hands memory freed by closed peer connections back to the OS (e2ee.server.memory).
+        self.trimmer = MemoryTrimmer()
 
     @property
     def api_secret(self) -> str:
@@ -117,7 +123,7 @@ class Hub:
             record = await self.store.get_session(session_id)
             # Deleted while we were reading: a new connection must not revive it.
             if record is not None and session_id not in self._deleted:
-                self._sessions[session_id] = record
+                self.remember(record)
             else:
                 record = None
         return record
@@ -129,7 +135,15 @@ class Hub:
         return record
 
     def remember(self, record: SessionRecord) -> None:
+        if len(self._sessions) >= MAX_CACHED_SESSIONS:
+            # Forget the records of sessions without a live room (re-read on demand).
+            self._sessions = {k: r for k, r in self._sessions.items() if k in self.rooms}
         self._sessions[record.id] = record
+
+    @property
+    def cached_sessions(self) -> int:
+        """Session records held in memory (bounded, see :data:`MAX_CACHED_SESSIONS`)."""
+        return len(self._sessions)
 
     async def delete_session(self, session_id: str) -> bool:
         """Deletes a session from the store and disconnects everyone in it (reason
@@ -153,7 +167,10 @@ class Hub:
         """Forgets an empty room and closes its router."""
         if self.rooms.get(room.record.id) is room and not room.connections:
             del self.rooms[room.record.id]
+        had_media = room.router_if_any is not None
         await room.close_router()
+        if had_media:
+            self.trimmer.request(emptied=True)
 
     async def shutdown(self) -> None:
         """Tells every client the server is going away, then closes the routers."""
@@ -167,3 +184,4 @@ class Hub:
         for room in list(self.rooms.values()):
             await room.close_router()
         self.rooms.clear()
+        self.trimmer.close()

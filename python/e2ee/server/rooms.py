@@ -24,6 +24,7 @@ from e2ee.server.connection import Connection
 from e2ee.server.errors import CLOSE_FORCE_DISCONNECTED, CLOSE_NOT_FOUND, ApiError
 from e2ee.server.limits import ServerLimits
 from e2ee.server.media import MediaRouter, RouterFactory
+from e2ee.server.memory import MemoryTrimmer
 from e2ee.server.store import SessionRecord
 
 __all__ = [
@@ -65,6 +66,7 @@ class RoomOwner(Protocol):
 
     router_factory: RouterFactory
     limits: ServerLimits
+    trimmer: MemoryTrimmer
 
     async def retire(self, room: Room) -> None: ...
 
@@ -148,11 +150,13 @@ class Room:
         if stream_id in self.streams:  # not already removed by signaling
             log.info("stream %s ended in the media router: %s", stream_id, reason)
             self._detach_stream(stream_id, "media_ended")  # the router cleaned up itself
+        self.hub.trimmer.request()  # its peer connections are closed
 
     def _media_subscription_ended(self, subscription_id: str, stream_id: str, reason: str) -> None:
         if subscription_id in self.subscriptions:
             log.info("subscription %s ended in the media router: %s", subscription_id, reason)
             self._detach_subscription(subscription_id)
+        self.hub.trimmer.request()
 
     @property
     def router_if_any(self) -> MediaRouter | None:
@@ -419,6 +423,8 @@ class Room:
         for op, ident in ops:
             call = router.unsubscribe(ident) if op == "unsubscribe" else router.unpublish(ident)
             await _quietly(call, op)
+        if ops:
+            self.hub.trimmer.request()  # peer connections were closed
 
     # -- shutdown -------------------------------------------------------------------------
 
