@@ -136,6 +136,8 @@ def _browser_demo(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import importlib
 
+    if args.target in ("router", "soak"):  # their servers run in child processes
+        require_extra("server", f"e2ee bench {args.target}")
     try:  # a benchmark may import its dependencies late, once its options are parsed
         module = importlib.import_module(f"e2ee.tools.bench.{args.target}")
         code: int = module.main(args.bench_args)

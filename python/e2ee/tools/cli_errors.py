@@ -112,7 +112,11 @@ def require_extra(extra: str, what: str) -> None:
 
     modules = [m for m, e in _EXTRA_OF.items() if e == extra]
     for name in modules:
-        if importlib.util.find_spec(name) is None:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # an import hook may refuse rather than not find
+            found = False
+        if not found:
             raise CommandError(install_hint(ModuleNotFoundError(name=name), what))
 
 
