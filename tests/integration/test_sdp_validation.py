@@ -207,8 +207,15 @@ async def test_router_uses_no_stun_server_by_default(
     assert isinstance(router.rtc_configuration, RTCConfiguration)
     assert router.rtc_configuration.iceServers == []
     made: list[Any] = []
-    monkeypatch.setattr(router_module, "RTCPeerConnection", made.append)
-    router._new_pc()
+    real = router_module.RTCPeerConnection
+
+    def recording(configuration: RTCConfiguration) -> Any:
+        made.append(configuration)
+        return real(configuration)
+
+    monkeypatch.setattr(router_module, "RTCPeerConnection", recording)
+    pc = router._new_pc()
+    await pc.close()
     assert len(made) == 1
     assert made[0].iceServers == []
 

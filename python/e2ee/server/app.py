@@ -412,12 +412,13 @@ async def serve(
         if isinstance(addr, tuple):
             bound = addr[1]
             break
-    print(_banner(host, bound, data_dir, app[HUB], dev), flush=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before the banner: whoever waits for "listening on" may signal at once.
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    print(_banner(host, bound, data_dir, app[HUB], dev), flush=True)
     try:
         await stop.wait()
     finally:
