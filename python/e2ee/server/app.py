@@ -180,7 +180,7 @@ async def metrics(request: web.Request) -> web.Response:
     """``GET /v1/metrics[?since=N]`` (project auth): the event loop's lag
     (:class:`LoopLagProbe`), for ``e2ee bench soak`` and monitoring.  Behind auth: the
     lag of a shared loop tells when others are in calls."""
-    await rest._authenticate(request, request.app[HUB])
+    await rest.authenticate(request, request.app[HUB])
     try:
         since = int(request.query.get("since", "0"))
     except ValueError:

@@ -52,7 +52,7 @@ from e2ee.server.tokens import (
 )
 from e2ee.wire.params import DEFAULT_ITERATIONS, DEFAULT_SUITE, MAX_ITERATIONS
 
-__all__ = ["MIN_ITERATIONS", "add_routes", "parse_session_options", "session_json"]
+__all__ = ["MIN_ITERATIONS", "add_routes", "authenticate", "parse_session_options", "session_json"]
 
 #: Bounds of the session parameters.
 MIN_ITERATIONS = 1000
@@ -79,7 +79,7 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
 
-async def _authenticate(request: web.Request, hub: Hub) -> None:
+async def authenticate(request: web.Request, hub: Hub) -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -307,7 +307,7 @@ def _feature(name: str) -> RestHandler:
 def add_routes(app: web.Application, hub: Hub) -> None:
     def auth(handler: RestHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            await _authenticate(request, hub)
+            await authenticate(request, hub)
             return await handler(request, hub)
 
         return wrapped
