@@ -116,7 +116,8 @@ async def test_one_publisher_three_subscribers_decode(cleanup: list[Any]) -> Non
         per_kind = {t["kind"]: t for t in sub["tracks"].values()}
         assert per_kind["video"]["frames_forwarded"] > 0
         assert per_kind["audio"]["frames_forwarded"] > 0
-        assert per_kind["video"]["queued"] <= router.queue_frames
+        assert per_kind["video"]["packets_forwarded"] >= per_kind["video"]["frames_forwarded"]
+        assert per_kind["video"]["max_backlog"] <= router.backlog_packets
 
 
 # -- 2. Forwarded frames are byte-identical -------------------------------------------
@@ -340,8 +341,8 @@ async def test_unpublish_ends_subscriber_tracks(cleanup: list[Any]) -> None:
 
 
 @pytest.mark.asyncio
-async def test_stalled_subscriber_queue_is_bounded_and_recovers(cleanup: list[Any]) -> None:
-    router = new_router(cleanup, queue_frames=8)
+async def test_backlogged_subscriber_is_bounded_and_recovers(cleanup: list[Any]) -> None:
+    router = new_router(cleanup, backlog_packets=8)
     pub = new_pc()
     cleanup.append(pub)
     await publish(router, "alice", [SyntheticVideoTrack(320, 240)], pub)
@@ -356,36 +357,28 @@ async def test_stalled_subscriber_queue_is_bounded_and_recovers(cleanup: list[An
     collector = collect(cleanup, tracks["video"])
     assert await collector.wait_for(5, timeout=5)
 
-    # Stall the router's sender for "slow": it stops pulling frames (as if its
-    # egress were congested); the forwarder keeps pushing.
+    # "slow"'s socket reports an unwritten backlog past its budget (as a congested
+    # egress would): its video is dropped and waits for a key frame; nothing queues.
     (relay,) = router._subscriptions["slow"].relays
-    release = asyncio.Event()
-    real_recv = type(relay).recv
-
-    async def stalled_recv() -> Any:
-        await release.wait()
-        return await real_recv(relay)
-
-    relay.recv = stalled_recv  # type: ignore[method-assign]
-    await asyncio.sleep(0.3)
+    relay.backlog = lambda: 1000  # type: ignore[method-assign]
     dropped_before = router.stats()["frames_dropped"]
-    queued_seen = []
-    for _ in range(40):  # 2 s at 30 fps: ~60 frames into a queue of 8
-        queued_seen.append(relay.queued)
-        await asyncio.sleep(0.05)
+    forwarded_before = relay.frames_forwarded
+    keyframes_before = relay.keyframes_forwarded
+    await asyncio.sleep(1.5)  # ~45 frames at 30 fps
     stats = router.stats()
     slow = stats["subscriptions"]["slow"]["tracks"]["0"]
-    assert max(queued_seen) <= 8
-    assert slow["max_queued"] <= 8
-    assert stats["frames_dropped"] - dropped_before >= 40
+    assert stats["frames_dropped"] - dropped_before >= 20
     assert slow["dropped_overflow"] > 0
     assert slow["flushes"] > 0
+    assert slow["max_backlog"] == 1000
+    # Only key frames still go out (each restarts the track: FLUSH_ACCEPT), no delta.
+    forwarded = relay.frames_forwarded - forwarded_before
+    assert forwarded == relay.keyframes_forwarded - keyframes_before
     # The healthy subscriber is unaffected.
-    assert healthy_collector.max_gap(time.monotonic() - 2, time.monotonic()) < 0.5
+    assert healthy_collector.max_gap(time.monotonic() - 1.5, time.monotonic()) < 0.5
 
-    # Resume: the slow subscriber recovers on a fresh key frame (PLI), not on deltas.
-    del relay.recv
-    release.set()
+    # The backlog clears: the slow subscriber recovers on a fresh key frame (PLI).
+    del relay.backlog
     t_resume = time.monotonic()
     assert await wait_until(lambda: collector.count(good=True, since=t_resume) >= 10, 4)
     assert all(f.good for f in collector.frames)
@@ -483,9 +476,17 @@ async def test_publisher_disconnect_ends_stream(cleanup: list[Any]) -> None:
 
 
 @pytest.mark.asyncio
-async def test_forwarder_gating_with_injected_frames(cleanup: list[Any]) -> None:
-    from aiortc.jitterbuffer import JitterFrame
-    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+async def test_forwarder_gating_with_injected_frames(
+    cleanup: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiortc.mediastreams import MediaStreamError
+    from aiortc.rtcrtpparameters import (
+        RTCRtpCodecParameters,
+        RTCRtpHeaderExtensionParameters,
+        RTCRtpSendParameters,
+    )
+
+    from e2ee.wire.rtp import parse_rtp_header
 
     key = (FIXTURES / "vp8_320x240_00_key.bin").read_bytes()
     d1 = (FIXTURES / "vp8_320x240_01_delta.bin").read_bytes()
@@ -499,33 +500,98 @@ async def test_forwarder_gating_with_injected_frames(cleanup: list[Any]) -> None
     await router.subscribe("bob", "alice")
     (forwarder,) = router._streams["alice"].forwarders
     (relay,) = router._subscriptions["bob"].relays
-    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
-    ingress = compat.decoder_queue(forwarder.receiver)
-    ts = iter(range(0, 10**9, 3000))
 
-    def inject(data: bytes) -> None:
-        ingress.put((codec, JitterFrame(data, next(ts))))
+    # The wire: SRTP "protect" is the identity and the socket a list, so what the relay
+    # writes can be read back (the real path is exercised by every test above).
+    wire: list[bytes] = []
 
-    pending = asyncio.ensure_future(relay.recv())  # the sender's first pull attaches
+    class Socket:
+        def sendto(self, data: bytes, address: Any) -> None:
+            wire.append(data)
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+    monkeypatch.setattr(compat, "rtp_path", lambda sender: (bytes, Socket(), ("127.0.0.1", 9)))
+    (sender,) = [t.sender for t in router._subscriptions["bob"].pc.getTransceivers()]
+    relay._configure(
+        RTCRtpSendParameters(
+            codecs=[RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)],
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+                RTCRtpHeaderExtensionParameters(
+                    id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+                ),
+            ],
+            muxId="0",
+        )
+    )
+    timestamps = iter(range(0, 10**9, 3000))
+
+    def inject(frame: bytes, split: int = 2) -> int:
+        # As a publisher packetizes (RFC 7741 §4): a descriptor with PictureID on each
+        # packet, S=1 on the first.
+        size = -(-len(frame) // split)
+        parts = [frame[i : i + size] for i in range(0, len(frame), size)]
+        payloads = [bytes([0x90 if i == 0 else 0x80, 0x80, 7]) + p for i, p in enumerate(parts)]
+        ts = next(timestamps)
+        forwarder.on_frame(payloads, ts)
+        return ts
+
+    def sent_frames() -> list[tuple[bytes, int, list[int]]]:
+        # Reassemble what went out: (VP8 data, RTP timestamp, sequence numbers).
+        frames: list[tuple[bytes, int, list[int]]] = []
+        data, seqs = b"", []
+        for packet in wire:
+            header = parse_rtp_header(packet)
+            assert header is not None
+            assert header.payload_type == 97
+            assert header.ssrc == compat.sender_ssrc(sender)
+            assert dict(header.extensions)[1] == b"0"  # mid (RFC 8843 §15)
+            assert len(dict(header.extensions)[3]) == 3  # abs-send-time
+            payload = packet[header.payload_start : header.payload_end]
+            data += payload[3:]
+            seqs.append(header.sequence_number)
+            if header.marker:
+                frames.append((data, header.timestamp, seqs))
+                data, seqs = b"", []
+        wire.clear()
+        return frames
+
+    pending = asyncio.ensure_future(relay.recv())  # the sender's start attaches
     await asyncio.sleep(0)
     assert forwarder.keyframe_requests == 1  # joining asks for a key frame
-    for data in (d1, d2, broken_key, key, d1, d2):
-        inject(data)
-    got = [await pending] + [await relay.recv() for _ in range(2)]
-    assert [bytes(f) for f in got] == [key, d1, d2]  # byte-identical, from the key frame
-    assert got[0].keyframe
-    assert [f.pts for f in got] == [9000, 12000, 15000]
+    sent_ts = [inject(data) for data in (d1, d2, broken_key, key, d1, d2)]
+    got = sent_frames()
+    assert [g[0] for g in got] == [key, d1, d2]  # byte-identical, from the key frame
+    offset = (got[0][1] - sent_ts[3]) & 0xFFFFFFFF
+    assert [(g[1] - offset) & 0xFFFFFFFF for g in got] == sent_ts[3:]
+    seqs = [s for g in got for s in g[2]]
+    assert [(s - seqs[0]) & 0xFFFF for s in seqs] == list(range(6))  # no gap to NACK
+    assert relay.keyframes_forwarded == 1
     assert relay.gate.dropped_waiting == 2  # d1, d2 (broken_key is invalid)
     assert forwarder.invalid_frames == 1
     assert forwarder.keyframe_requests == 2  # the invalid frame counts as a loss
 
-    forwarder.on_gap()  # what the jitter buffer reports after lost packets
+    forwarder.on_gap()  # what the assembler reports after lost packets
     assert forwarder.keyframe_requests == 3
     assert relay.gate.need_keyframe
     inject(d1)
     inject(key)
     inject(d2)
-    assert [bytes(await relay.recv()) for _ in range(2)] == [key, d2]
-    assert relay.queued == 0
+    got = sent_frames()
+    assert [g[0] for g in got] == [key, d2]
+    assert got[0][2][0] == (seqs[-1] + 1) & 0xFFFF  # still consecutive after the drop
     assert router.stats()["frames_decoded"] == 0
     assert forwarder.invalid_frames == 1
+
+    # A NACK is answered with the packet exactly as it went out.
+    first = got[0][2][0]
+    relay._resolve()
+    await relay.retransmit(first)
+    (resent,) = wire
+    assert parse_rtp_header(resent).sequence_number == first  # type: ignore[union-attr]
+    assert relay.retransmissions == 1
+    relay.end()
+    with pytest.raises(MediaStreamError):
+        await pending

@@ -3,13 +3,12 @@ real in-process ``Router(e2ee=True)``, whose forwarding path the tests tamper wi
 
 Publishers A and B (protected, one session secret) publish to the router; subscriber S
 (protected, the same secret) subscribes to A.  The router's hand on each published track
-is an :class:`IngressTap`: it stands in for the track's ingress queue, the receiver's
-decoder queue where aiortc puts each reassembled publisher frame and which hands it to
-``Forwarder.on_frame``.  (Wrapping ``on_frame`` on the instance would not do: the
-forwarder's ingress queue holds the bound method it was built with.)  Through the tap the
-router sees every frame the publisher puts on the wire, and forwards, withholds, copies,
-changes or invents frames, either through the forwarder (its own checks, then every
-subscriber's queue) or straight into the subscribers' queues.
+is an :class:`IngressTap`: it stands in for the sink of the track's frame assembler
+(``Forwarder.assembler.sink``), which hands each publisher frame, as RTP payloads, to
+``Forwarder.on_frame``.  Through the tap the router sees every frame the publisher puts
+on the wire, and forwards, withholds, copies, changes or invents frames, either through
+the forwarder (its own checks, then every subscriber) or straight to the subscribers'
+relays.
 
 1. Injected frames (random bytes after a valid VP8 clear prefix, forged headers under A's
    real KID with a fresh CTR or under a made-up ``secret_id``, frames changed in flight):
@@ -38,21 +37,20 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import av
 import pytest
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender
-from aiortc.jitterbuffer import JitterFrame
 
 from e2ee import FrameDecryptor, KeyRing
 from e2ee.errors import CodecError
 from e2ee.rtc import compat
 from e2ee.sframe import encode_header
 from e2ee.sfu import Router
-from e2ee.sfu.frames import EncodedFrame
+from e2ee.sfu.frames import RelayFrame
 from e2ee.sfu.ingress import Forwarder
+from e2ee.wire.vp8 import vp8_descriptor_size
 from e2ee.tools.synthetic import (
     LEFT_LUMA,
     RIGHT_LUMA,
@@ -150,55 +148,53 @@ class Pictures:
 
 
 class IngressTap:
-    """Stands in for a :class:`Forwarder`'s ingress queue (the publisher receiver's
-    decoder queue).  Every frame the publisher sends, as the router receives it, is
-    recorded in ``routed`` and handed to ``route(data, timestamp)``: by default it goes on
-    to the forwarder unchanged."""
+    """Stands in for a :class:`Forwarder`'s assembler sink.  Every frame the publisher
+    sends, as the router receives it, is recorded in ``routed`` (the frame's bytes) and
+    handed to ``route(data, timestamp)``: by default it goes on to the forwarder
+    unchanged."""
 
     def __init__(self, forwarder: Forwarder) -> None:
         self.forwarder = forwarder
         self.kind = forwarder.kind
-        self.inner = compat.decoder_queue(forwarder.receiver)
-        self.codec: Any = None
+        self.inner = forwarder.assembler.sink
         self.routed: list[bytes] = []
         self.last_timestamp = 0
         self.route: Callable[[bytes, int], None] | None = None
         self.errors: list[BaseException] = []
-        compat.set_decoder_queue(forwarder.receiver, self)
+        forwarder.assembler.sink = self.on_frame
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if item is None:  # aiortc's stop sentinel
-            self.inner.put(None, block, timeout)
-            return
-        codec, frame = item
-        self.codec = codec
-        data = bytes(frame.data)
+    def on_frame(self, payloads: list[bytes], timestamp: int) -> None:
+        if self.kind == "video":  # the VP8 payload descriptors are not the frame's
+            data = b"".join(p[vp8_descriptor_size(p) :] for p in payloads)
+        else:
+            data = b"".join(payloads)
         self.routed.append(data)
-        self.last_timestamp = frame.timestamp
+        self.last_timestamp = timestamp
         try:
             if self.route is None:
-                self.forward(data, frame.timestamp)
+                self.forward(data, timestamp)
             else:
-                self.route(data, frame.timestamp)
+                self.route(data, timestamp)
         except Exception as exc:  # never raise inside aiortc; reported by the test
             self.errors.append(exc)
 
-    def put_nowait(self, item: Any) -> None:
-        self.put(item, block=False)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def _payloads(self, data: bytes) -> list[bytes]:
+        if self.kind != "video":
+            return [data]
+        # RFC 7741 §4.2: S=1, partition 0 on the first packet; 1,000-byte packets.
+        chunks = [data[i : i + 1000] for i in range(0, len(data), 1000)] or [b""]
+        return [(b"\x10" if i == 0 else b"\x00") + c for i, c in enumerate(chunks)]
 
     def forward(self, data: bytes, timestamp: int) -> None:
         """Through the forwarder (its VP8 check), to every subscriber of this track."""
-        self.inner.put((self.codec, JitterFrame(data, timestamp)))
+        self.inner(self._payloads(data), timestamp)
 
     def push(self, data: bytes, timestamp: int, key: bool = False) -> None:
-        """Straight into the subscribers' queues, past the forwarder's own checks (what a
+        """Straight to the subscribers' relays, past the forwarder's own checks (what a
         hostile router's code would do)."""
-        time_base = Fraction(1, self.codec.clockRate)
+        frame = RelayFrame(self._payloads(data), timestamp, key)
         for relay in list(self.forwarder.relays):
-            relay.push(EncodedFrame(data, timestamp, time_base, key), key)
+            relay.send(frame)
 
 
 Step = Callable[[bytes, int], None]

@@ -39,6 +39,7 @@ from collections.abc import Callable, Coroutine
 from fractions import Fraction
 from typing import Any
 
+import aioice.ice
 import aiortc
 from aiortc import (
     MediaStreamTrack,
@@ -68,13 +69,17 @@ __all__ = [
     "drain_now",
     "hook_create_transceiver",
     "hook_next_encoded_frame",
+    "hook_retransmit",
     "hook_send_keyframe",
     "hook_sender",
     "hook_transport_send",
     "negotiated_header_extensions",
+    "note_rtp_sent",
     "receiver_started",
+    "rtp_path",
     "send_keyframe",
     "send_pli",
+    "send_rtp_async",
     "sender_encoder",
     "sender_frame_hook",
     "sender_ssrc",
@@ -340,6 +345,7 @@ def check() -> None:
         for owner, name in (
             (RTCRtpSender, "_next_encoded_frame"),
             (RTCRtpSender, "_send_keyframe"),
+            (RTCRtpSender, "_retransmit"),
             (RTCRtpReceiver, "_send_rtcp_pli"),
             (Vp8Encoder, "_packetize"),
             (RTCPeerConnection, _PC_CREATE_TRANSCEIVER),
@@ -352,6 +358,10 @@ def check() -> None:
             break
     if not _uses(getattr(RTCRtpReceiver, "_handle_rtp_packet", None), _RECEIVER_JITTER):
         missing.append(f"RTCRtpReceiver.{_RECEIVER_JITTER}")
+    sr_fields = RTCRtpSender._run_rtcp.__code__.co_names
+    missing += [f"RTCRtpSender.{n}" for n in _SENDER_SR_FIELDS if n not in sr_fields]
+    if not _uses(aioice.ice.StunProtocol.send_data, "sendto"):
+        missing.append("aioice StunProtocol.send_data -> sendto")
     if missing:
         raise CompatError(f"aiortc {version} lacks {', '.join(missing)}")
     try:
@@ -364,6 +374,79 @@ def check() -> None:
 
 async def _probe_on_a_loop() -> None:
     _probe_send_path()
+
+
+# -- the router's packet relay --------------------------------------------------------
+#
+# The router relays each publisher packet's payload to every subscriber with only the RTP
+# header rewritten, bypassing the sender's per-frame path (``_run_rtp``, whose
+# ``track.recv()`` then just waits for the end).  It needs, per sender: the transport's
+# SRTP session (``RTCDtlsTransport._tx_srtp``, rtcdtlstransport.py:496) and the ICE
+# pair's UDP transport (``RTCIceTransport._connection``, rtcicetransport.py:273; aioice
+# ``Connection._nominated``, ice.py:449; ``StunProtocol.send_data`` is a plain
+# ``sendto``, ice.py:342); NACKs (``RTCRtpSender._retransmit``, rtcrtpsender.py:332) and
+# the counters the sender's RTCP SR reports (rtcrtpsender.py:403-406, read by
+# ``_run_rtcp``).
+
+_SENDER_SR_FIELDS = (
+    "_RTCRtpSender__ntp_timestamp",
+    "_RTCRtpSender__rtp_timestamp",
+    "_RTCRtpSender__octet_count",
+    "_RTCRtpSender__packet_count",
+)
+
+#: ``(protect, transport, address)``: SRTP-protect one RTP packet; the ICE pair's asyncio
+#: datagram transport and the remote address to ``sendto``.
+RtpPath = tuple[Callable[[bytes], bytes], asyncio.DatagramTransport, Any]
+
+
+def rtp_path(sender: RTCRtpSender) -> RtpPath | None:
+    """The sender's synchronous path to the wire, or ``None`` while it has none: DTLS not
+    connected, no nominated ICE pair, or a pair that is not plain UDP (a TURN relay:
+    then :func:`send_rtp_async` is the way)."""
+    dtls = sender.transport
+    if dtls is None or dtls.state != "connected":
+        return None
+    srtp = getattr(dtls, "_tx_srtp", None)
+    connection = getattr(dtls.transport, "_connection", None)
+    nominated = getattr(connection, "_nominated", None)
+    if srtp is None or not nominated:
+        return None
+    pair: Any = nominated.get(1)
+    protocol: Any = getattr(pair, "protocol", None)
+    if protocol is None or type(protocol).send_data is not aioice.ice.StunProtocol.send_data:
+        return None
+    transport = protocol.transport
+    if transport is None or transport.is_closing():
+        return None
+    return srtp.protect, transport, pair.remote_addr
+
+
+def send_rtp_async(sender: RTCRtpSender, packet: bytes) -> Coroutine[Any, Any, None]:
+    """Protect and send one RTP packet through aiortc's own transport path."""
+    coro: Coroutine[Any, Any, None] = sender.transport._send_rtp(packet)
+    return coro
+
+
+def hook_retransmit(
+    sender: RTCRtpSender, replacement: Callable[[int], Coroutine[Any, Any, None]]
+) -> None:
+    """Replace ``sender._retransmit(sequence_number)`` (called per NACKed packet,
+    rtcrtpsender.py:284-286) on the instance."""
+    sender._retransmit = replacement  # type: ignore[method-assign,assignment]
+
+
+def note_rtp_sent(
+    sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, octets: int, packets: int
+) -> None:
+    """Account packets sent around ``_run_rtp``: the sender's next RTCP SR reports this
+    NTP/RTP timestamp pair and adds ``octets`` and ``packets`` to its counts (RFC 3550
+    §6.4.1)."""
+    ntp_name, rtp_name, octet_name, packet_name = _SENDER_SR_FIELDS
+    setattr(sender, ntp_name, ntp_timestamp)
+    setattr(sender, rtp_name, rtp_timestamp)
+    setattr(sender, octet_name, getattr(sender, octet_name) + octets)
+    setattr(sender, packet_name, getattr(sender, packet_name) + packets)
 
 
 # -- the outbound guard (appended) -------------------------------------------------------
@@ -491,3 +574,43 @@ def drain_now(pc: RTCPeerConnection, batch: int = udp.DRAIN_BATCH) -> int:
             if transport is not None and udp.drain_transport(transport, batch):
                 count += 1
     return count
+
+
+# -- bench receivers: RTP straight off the ICE socket (appended) -------------------------
+#
+# ``e2ee bench router``'s light subscribers let aiortc do ICE, DTLS, RTCP and signalling
+# but take each RTP datagram where it arrives: aioice's ``StunProtocol.datagram_received``
+# (ice.py:284; asyncio's datagram transport looks it up on the protocol per datagram),
+# instead of aioice's queue -> ``RTCDtlsTransport._recv_next`` (rtcdtlstransport.py:626)
+# -> SRTP -> RTP parse -> receiver.  The samples they unprotect use the DTLS transport's
+# receive session ``_rx_srtp`` (rtcdtlstransport.py:377, set when DTLS completes, :487).
+
+#: A datagram handler as asyncio calls it: ``(data, addr)``.
+DatagramHandler = Callable[[bytes, Any], None]
+
+
+def hook_ice_datagrams(pc: RTCPeerConnection, wrap: Callable[[DatagramHandler], DatagramHandler]) -> int:
+    """Replace, on each ICE socket protocol ``pc`` has now (after
+    ``setLocalDescription``), ``datagram_received`` by ``wrap(original)``; the wrapper
+    hands what it does not consume (STUN, DTLS, RTCP: RFC 7983 §7) to ``original``.
+    Returns how many sockets it hooked."""
+    seen: set[int] = set()
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        gatherer = dtls.transport.iceGatherer if dtls is not None else None
+        connection = getattr(gatherer, "_connection", None)
+        for protocol in list(getattr(connection, "_protocols", ())):
+            if id(protocol) not in seen:
+                seen.add(id(protocol))
+                protocol.datagram_received = wrap(protocol.datagram_received)
+    return len(seen)
+
+
+def srtp_rx_session(pc: RTCPeerConnection) -> Any | None:
+    """The SRTP session (``pylibsrtp.Session``) ``pc``'s bundled DTLS transport
+    unprotects received packets with; ``None`` until DTLS completes."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is not None:
+            return getattr(dtls, "_rx_srtp", None)
+    return None

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from e2ee.sfu.egress import RelayTrack
 from e2ee.sfu.errors import CodecNotAllowed, RouterError, UnknownStream, UnknownSubscription
-from e2ee.sfu.frames import EncodedFrame
+from e2ee.sfu.frames import RelayFrame
 from e2ee.sfu.ingress import Forwarder
 from e2ee.sfu.policy import FrameGate, classify_vp8
 from e2ee.sfu.router import Router
 
 __all__ = [
     "CodecNotAllowed",
-    "EncodedFrame",
     "Forwarder",
     "FrameGate",
+    "RelayFrame",
     "RelayTrack",
     "Router",
     "RouterError",

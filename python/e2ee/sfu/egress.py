@@ -1,52 +1,69 @@
-"""Egress: what one subscriber receives of one published track, and how aiortc sends it
-without encoding.
+"""Egress: what one subscriber receives of one published track, relayed packet by packet.
 
 Per subscriber and track: :class:`RelayTrack`
-    A ``MediaStreamTrack`` with a bounded ``asyncio.Queue`` (``queue_frames``).  It
-    attaches to its :class:`e2ee.sfu.ingress.Forwarder` when the subscriber's sender first
-    pulls a frame (so no stale frames pile up while the subscriber connects), starts only
-    on a VP8 key frame and asks the publisher for one (PLI).  What is queued, dropped or
-    flushed is decided by a :class:`e2ee.sfu.policy.FrameGate`.
+    A ``MediaStreamTrack`` that the router adds to the subscriber's peer connection (one
+    ``sendonly`` transceiver: ``a=msid``, codec, SSRC, DTLS and RTCP stay aiortc's).  It
+    attaches to its :class:`e2ee.sfu.ingress.Forwarder` when the sender starts, i.e. once
+    DTLS is up (so no stale frames go out while the subscriber connects), and from then
+    on the forwarder calls :meth:`RelayTrack.send` with each whole frame.  A track
+    starts only on a VP8 key frame and asks the publisher for one (PLI); what is sent or
+    dropped is decided by a :class:`e2ee.sfu.policy.FrameGate`, against this
+    subscriber's own send backlog.
 
-Packetizing without an encoder
-    The relay track yields :class:`e2ee.sfu.frames.EncodedFrame` objects (duck-typed
-    ``av.Packet``: ``bytes()``, ``pts``, ``time_base``).  aiortc's sender sees a
-    non-``Frame`` and calls ``encoder.pack()`` (rtcrtpsender.py:321-323), which only
-    packetizes.  :func:`prepare_sender` presets the sender's encoder
-    (:func:`e2ee.rtc.compat.set_sender_encoder`) to :class:`_Vp8Packer` /
-    :class:`_OpusPacker`, which refuse to encode, and routes the subscriber's PLI/FIR
-    (:func:`e2ee.rtc.compat.hook_send_keyframe`) to :meth:`RelayTrack.on_subscriber_pli`.
-    Only the RTP layer (SSRC, sequence numbers, timestamp origin, VP8 PictureID) is
-    rewritten per subscriber, by aiortc's packetizer; NACKs are served from the sender's
-    packet history, SR/BYE by aiortc.
+Relaying without repacketizing
+    The publisher's RTP payloads (VP8 payload descriptor with its PictureID, RFC 7741
+    §4.2, or one Opus frame) go out unchanged; per subscriber only the RTP header is
+    written (RFC 3550 §5.1): this sender's SSRC and payload type, consecutive sequence
+    numbers (frames this subscriber skips leave no gap it would NACK), the publisher's
+    timestamp plus a random offset, the marker bit, and the one-byte header extensions
+    (RFC 8285 §4.2) ``mid`` and ``abs-send-time``.  The packet is SRTP-protected with
+    the sender's own session and written to its ICE pair's socket synchronously
+    (:func:`e2ee.rtc.compat.rtp_path`): no queue, no task switch, no ``RtpPacket``
+    object.  aiortc's per-frame path (``track.recv()`` then ``encoder.pack()``) is
+    never used: :meth:`RelayTrack.recv` only waits for the end.  NACKs (RFC 4585
+    §6.2.1) are answered from the last :data:`HISTORY` protected packets, resent as
+    they were; the sender's RTCP SR counts what was relayed
+    (:func:`e2ee.rtc.compat.note_rtp_sent`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
+import struct
 import time
-from fractions import Fraction
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.codecs.base import Encoder
-from aiortc.codecs.vpx import Vp8Encoder
-from aiortc.mediastreams import MediaStreamError, convert_timebase
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
 
 from e2ee.rtc import compat
-from e2ee.sfu.frames import EncodedFrame
+from e2ee.sfu.frames import RelayFrame
 from e2ee.sfu.ingress import Forwarder
 from e2ee.sfu.policy import ACCEPT, DROP, DROP_OLDEST, FLUSH_ACCEPT, FrameGate
 
-__all__ = ["RelayTrack", "prepare_sender"]
+__all__ = ["HISTORY", "RelayTrack", "prepare_sender"]
+
+log = logging.getLogger(__name__)
+
+#: Protected packets kept per relay for NACKs: ~2 s of 1 Mbit/s video.
+HISTORY = 256
+#: Send backlog (bytes waiting in the socket's user-space buffer) counted as one packet.
+_PACKET_BYTES = 1200
+
+_HEADER = struct.Struct("!BBHII")  # V=2 P X CC | M PT | sequence | timestamp | SSRC
+_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+_ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
 class RelayTrack(MediaStreamTrack):
-    """What one subscriber receives of one published track: a bounded queue of
-    :class:`EncodedFrame` objects, gated by a :class:`FrameGate`.
+    """What one subscriber receives of one published track (see the module docs).
 
-    ``recv()`` is called by the router's ``RTCRtpSender`` for this subscriber; the first
-    call attaches the track to its :class:`Forwarder` (which asks for a key frame).
+    ``capacity``: this subscriber's send backlog budget, in packets; past it, video
+    waits for the next key frame and audio drops frames.
     """
 
     def __init__(self, forwarder: Forwarder, subscription_id: str, capacity: int) -> None:
@@ -56,17 +73,35 @@ class RelayTrack(MediaStreamTrack):
         self.subscription_id = subscription_id
         self.capacity = capacity
         self.gate = FrameGate(capacity, forwarder.video)
-        self._queue: asyncio.Queue[EncodedFrame | None] = asyncio.Queue(maxsize=capacity + 1)
+        self._sender: RTCRtpSender | None = None
         self._attached = False
         self._ended = False
+        self._end_waiter: asyncio.Future[None] | None = None
         self._totals = forwarder.totals
+        # The RTP header of this subscriber's stream (set by _configure, from send()).
+        self._configured = False
+        self._b0 = 0x80
+        self._pt = 0
+        self._media_ssrc = 0
+        self._seq = secrets.randbelow(1 << 16)
+        self._ts_offset = secrets.randbelow(1 << 32)
+        self._ext_head = b""  # one-byte extension block up to the abs-send-time value
+        self._ext_pad = b""
+        self._ast_id = 0
+        self._history: list[tuple[int, bytes] | None] = [None] * HISTORY
+        self._path: compat.RtpPath | None = None
+        self._path_transport: Any = None
         # stats
         self.frames_forwarded = 0
         self.bytes_forwarded = 0
+        self.packets_forwarded = 0
         self.keyframes_forwarded = 0
         self.flushes = 0
-        self.max_queued = 0
+        self.max_backlog = 0
         self.plis_received = 0
+        self.nacks_received = 0
+        self.retransmissions = 0
+        self.frames_unsent = 0  # no path to the wire yet (or any more)
         self.first_frame_at: float | None = None
         self.attached_at: float | None = None
 
@@ -81,40 +116,134 @@ class RelayTrack(MediaStreamTrack):
         return self._ended
 
     @property
-    def queued(self) -> int:
-        return self._queue.qsize()
-
-    @property
     def frames_dropped(self) -> int:
         return self.gate.dropped_overflow + self.gate.dropped_waiting
 
-    # -- producer side (forwarder, event loop) -----------------------------------------
+    def backlog(self) -> int:
+        """Packets this subscriber's socket has not yet written (its user-space buffer)."""
+        transport = self._path_transport
+        if transport is None:
+            return 0
+        return int(transport.get_write_buffer_size()) // _PACKET_BYTES
 
-    def push(self, frame: EncodedFrame, key: bool) -> None:
-        q = self._queue
-        queued = q.qsize()
-        action = self.gate.admit(key, queued)
-        if action == ACCEPT:
-            q.put_nowait(frame)
-            if queued >= self.max_queued:
-                self.max_queued = queued + 1
-        elif action == DROP:
-            pass
-        elif action == DROP_OLDEST:
-            q.get_nowait()
-            q.put_nowait(frame)
-        else:
-            self._flush()
+    # -- set-up (prepare_sender, the sender's send()) ----------------------------------
+
+    def _bind(self, sender: RTCRtpSender) -> None:
+        self._sender = sender
+        self._media_ssrc = compat.sender_ssrc(sender)
+
+    def _configure(self, parameters: RTCRtpSendParameters) -> None:
+        """The negotiated payload type and header extension ids (RFC 8285 §5)."""
+        pt = parameters.codecs[0].payloadType
+        if pt is None:  # pragma: no cover - aiortc always negotiates one
+            raise ValueError("router: the subscriber's codec has no payload type")
+        self._pt = pt
+        ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
+        elements = b""
+        mid_id = ids.get(_MID_URI)
+        mid = (parameters.muxId or "").encode()
+        if mid_id is not None and 0 < len(mid) <= 16:
+            elements += bytes([mid_id << 4 | (len(mid) - 1)]) + mid
+        self._ast_id = ids.get(_ABS_SEND_TIME_URI) or 0
+        size = len(elements) + (4 if self._ast_id else 0)
+        if size:
+            words = (size + 3) // 4
+            self._b0 = 0x90  # X=1
+            self._ext_head = b"\xbe\xde" + words.to_bytes(2, "big") + elements
+            self._ext_pad = b"\x00" * (words * 4 - size)
+        self._configured = True
+
+    # -- per frame (the forwarder, event loop) -----------------------------------------
+
+    def send(self, frame: RelayFrame) -> None:
+        """Relay one frame to this subscriber now, or drop it (see the module docs)."""
+        if self._ended or not self._configured:
+            return
+        backlog = self.backlog()
+        if backlog > self.max_backlog:
+            self.max_backlog = backlog
+        action = self.gate.admit(frame.keyframe, backlog)
+        if action != ACCEPT:
+            if action in (DROP, DROP_OLDEST):
+                return
             self.flushes += 1
-            if action == FLUSH_ACCEPT:
-                q.put_nowait(frame)
-            else:
+            if action != FLUSH_ACCEPT:
                 self.forwarder.request_keyframe()
+                return
+        path = self._path or self._resolve()
+        if path is None:
+            self.frames_unsent += 1
+            if frame.keyframe:
+                self.gate.lost()  # the next frame this subscriber gets must be a key frame
+            return
+        protect, transport, address = path
+        sendto = transport.sendto
+        ext = b""
+        if self._b0 & 0x10:
+            ast = frame.abs_send_time
+            if self._ast_id:
+                ext = self._ext_head + bytes(
+                    (self._ast_id << 4 | 2, ast >> 16, (ast >> 8) & 0xFF, ast & 0xFF)
+                )
+            else:
+                ext = self._ext_head
+            ext += self._ext_pad
+        b0, pt, ssrc = self._b0, self._pt, self._media_ssrc
+        timestamp = (frame.timestamp + self._ts_offset) & 0xFFFFFFFF
+        seq = self._seq
+        history = self._history
+        payloads = frame.payloads
+        last = len(payloads) - 1
+        pack = _HEADER.pack
+        try:
+            for i, payload in enumerate(payloads):
+                header = pack(b0, pt | 0x80 if i == last else pt, seq, timestamp, ssrc)
+                data = protect(header + ext + payload)
+                history[seq % HISTORY] = (seq, data)
+                sendto(data, address)
+                seq = (seq + 1) & 0xFFFF
+        except Exception as exc:  # the socket or SRTP session went away under us
+            self._path = None
+            self.gate.lost()
+            log.debug("router: relay to %s stopped: %r", self.subscription_id, exc)
+            return
+        finally:
+            self._seq = seq
+        n = last + 1
+        self.packets_forwarded += n
+        self.frames_forwarded += 1
+        self.bytes_forwarded += frame.size
+        if frame.keyframe:
+            self.keyframes_forwarded += 1
+        if self.first_frame_at is None:
+            self.first_frame_at = time.monotonic()
+        totals = self._totals
+        totals.frames_forwarded += 1
+        totals.bytes_forwarded += frame.size
+        totals.packets_forwarded += n
+        assert self._sender is not None
+        compat.note_rtp_sent(self._sender, frame.ntp_timestamp, timestamp, frame.size, n)
 
-    def _flush(self) -> None:
-        q = self._queue
-        while not q.empty():
-            q.get_nowait()
+    def _resolve(self) -> compat.RtpPath | None:
+        if self._sender is None:
+            return None
+        path = compat.rtp_path(self._sender)
+        self._path = path
+        self._path_transport = path[1] if path else None
+        return path
+
+    async def retransmit(self, sequence_number: int) -> None:
+        """Resend one NACKed packet (RFC 4585 §6.2.1) exactly as it was protected."""
+        self.nacks_received += 1
+        entry = self._history[sequence_number % HISTORY]
+        path = self._path
+        if entry is None or entry[0] != sequence_number or path is None:
+            return
+        try:
+            path[1].sendto(entry[1], path[2])
+        except Exception:  # pragma: no cover - the socket closed meanwhile
+            return
+        self.retransmissions += 1
 
     def on_subscriber_pli(self) -> None:
         """A PLI/FIR from the subscriber (the sender's key frame hook, see
@@ -122,30 +251,21 @@ class RelayTrack(MediaStreamTrack):
         self.plis_received += 1
         self.forwarder.request_keyframe()
 
-    # -- consumer side (aiortc's sender) -----------------------------------------------
+    # -- aiortc's sender ---------------------------------------------------------------
 
-    async def recv(self) -> EncodedFrame:  # type: ignore[override]
+    async def recv(self) -> Any:
+        """Called once by the router's sender when it starts (DTLS is up): attaches to
+        the forwarder, then waits for the end; frames never pass through here."""
         if self.readyState != "live" or self._ended:
             raise MediaStreamError
         if not self._attached:
             self._attached = True
             self.attached_at = time.monotonic()
             self.forwarder.attach(self)
-        frame = await self._queue.get()
-        if frame is None:
-            self.stop()
-            raise MediaStreamError
-        n = len(frame.data)
-        self.frames_forwarded += 1
-        self.bytes_forwarded += n
-        if frame.keyframe:
-            self.keyframes_forwarded += 1
-        if self.first_frame_at is None:
-            self.first_frame_at = time.monotonic()
-        totals = self._totals
-        totals.frames_forwarded += 1
-        totals.bytes_forwarded += n
-        return frame
+        if self._end_waiter is None:
+            self._end_waiter = asyncio.get_running_loop().create_future()
+        await self._end_waiter
+        raise MediaStreamError
 
     def end(self) -> None:
         """No more frames: the sender's ``recv()`` raises ``MediaStreamError``."""
@@ -153,14 +273,13 @@ class RelayTrack(MediaStreamTrack):
             return
         self._ended = True
         self._totals.frames_dropped_closed += self.frames_dropped
-        self._flush()
-        self._queue.put_nowait(None)
+        self._path = None
+        if self._end_waiter is not None and not self._end_waiter.done():
+            self._end_waiter.set_result(None)
 
     def stop(self) -> None:
         self.forwarder.detach(self)
-        if not self._ended:
-            self._ended = True
-            self._totals.frames_dropped_closed += self.frames_dropped
+        self.end()
         super().stop()
 
     def stats(self) -> dict[str, Any]:
@@ -168,17 +287,21 @@ class RelayTrack(MediaStreamTrack):
             "kind": self.kind,
             "track_id": self.id,
             "frames_forwarded": self.frames_forwarded,
+            "packets_forwarded": self.packets_forwarded,
             "bytes_forwarded": self.bytes_forwarded,
             "keyframes_forwarded": self.keyframes_forwarded,
             "frames_dropped": self.frames_dropped,
             "dropped_overflow": self.gate.dropped_overflow,
             "dropped_waiting_keyframe": self.gate.dropped_waiting,
+            "frames_unsent": self.frames_unsent,
             "flushes": self.flushes,
-            "queued": self.queued,
-            "max_queued": self.max_queued,
-            "queue_frames": self.capacity,
+            "backlog": self.backlog(),
+            "max_backlog": self.max_backlog,
+            "backlog_packets": self.capacity,
             "waiting_keyframe": self.gate.need_keyframe,
             "plis_received": self.plis_received,
+            "nacks_received": self.nacks_received,
+            "retransmissions": self.retransmissions,
             "first_frame_delay": (
                 None
                 if self.first_frame_at is None or self.attached_at is None
@@ -187,31 +310,32 @@ class RelayTrack(MediaStreamTrack):
         }
 
 
-class _Vp8Packer(Vp8Encoder):
-    """aiortc's VP8 packetizer (``pack()``, vpx.py:239) without an encoder."""
-
-    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        raise RuntimeError("the router never encodes media")
-
-
-class _OpusPacker(Encoder):
-    """``OpusEncoder.pack()`` (opus.py:75) without creating a libopus encoder."""
-
-    _TIME_BASE = Fraction(1, 48000)
+class _NoEncoder(Encoder):
+    """Preset as the sender's encoder: frames never take aiortc's per-frame path here,
+    and if one ever did it would not be encoded or packed."""
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         raise RuntimeError("the router never encodes media")
 
     def pack(self, packet: Any) -> tuple[list[bytes], int]:
-        return [bytes(packet)], convert_timebase(packet.pts, packet.time_base, self._TIME_BASE)
+        raise RuntimeError("the router relays packets; it never packs frames")
 
 
 def prepare_sender(sender: RTCRtpSender, relay: RelayTrack, stream_id: str) -> None:
-    """Make the router's ``sender`` of ``relay`` pack without encoding, before its first
-    frame: announce ``stream_id`` (``a=msid``), preset the packer, and (video) route the
-    subscriber's PLI/FIR to ``relay``."""
-    video = relay.forwarder.video
+    """Make the router's ``sender`` of ``relay`` a packet relay, before it starts:
+    announce ``stream_id`` (``a=msid``), learn the negotiated parameters when aiortc
+    starts it, answer NACKs from the relay's history and (video) route the subscriber's
+    PLI/FIR to ``relay``."""
     compat.set_sender_stream_id(sender, stream_id)
-    compat.set_sender_encoder(sender, _Vp8Packer() if video else _OpusPacker())
-    if video:
+    compat.set_sender_encoder(sender, _NoEncoder())
+    relay._bind(sender)
+    start = sender.send
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        relay._configure(parameters)
+        await start(parameters)
+
+    sender.send = send  # type: ignore[method-assign]
+    compat.hook_retransmit(sender, relay.retransmit)
+    if relay.forwarder.video:
         compat.hook_send_keyframe(sender, relay.on_subscriber_pli)

@@ -1,41 +1,45 @@
-"""What the router passes from a publisher's track to its subscribers' queues.
+"""What the router passes from a publisher's track to its subscribers.
 
-:class:`EncodedFrame` is one frame exactly as the publisher's encoder (and encryptor)
-produced it, duck-typed as an ``av.Packet`` so that aiortc's sender packetizes it without
-encoding (``encoder.pack()``).  :class:`Totals` are the router-wide counters that the
-ingress and egress sides update and :meth:`e2ee.sfu.router.Router.stats` reports.
+:class:`RelayFrame` is one frame exactly as the publisher sent it: its RTP payloads (VP8
+payload descriptor and data, or one Opus frame), in order, with the publisher's RTP
+timestamp.  The router relays these payloads unchanged and rewrites only the RTP header
+per subscriber (:mod:`e2ee.sfu.egress`).  :class:`Totals` are the router-wide counters
+that the ingress and egress sides update and :meth:`e2ee.sfu.router.Router.stats` reports.
 """
 
 from __future__ import annotations
 
-from fractions import Fraction
-
-__all__ = ["EncodedFrame", "Totals"]
+__all__ = ["RelayFrame", "Totals"]
 
 
-class EncodedFrame:
-    """One encoded frame as forwarded: a duck-typed ``av.Packet`` for aiortc's ``pack()``.
+class RelayFrame:
+    """One frame as relayed: ``payloads`` (RTP payloads, the last one carried the marker
+    bit), ``timestamp`` (the publisher's RTP timestamp), ``keyframe``, ``size`` (payload
+    bytes) and ``ntp_timestamp`` (when the router relayed it, 64-bit NTP format, RFC 3550
+    §4), stamped once for all subscribers; ``abs_send_time`` is its 24-bit 6.18 fixed
+    point form (the abs-send-time header extension)."""
 
-    ``bytes(frame)`` is the frame exactly as received; ``pts`` is in ``time_base`` units
-    (the RTP clock, 0-based per publisher track).
-    """
+    __slots__ = ("abs_send_time", "keyframe", "ntp_timestamp", "payloads", "size", "timestamp")
 
-    __slots__ = ("data", "keyframe", "pts", "time_base")
-
-    def __init__(self, data: bytes, pts: int, time_base: Fraction, keyframe: bool = False):
-        self.data = data
-        self.pts = pts
-        self.time_base = time_base
+    def __init__(
+        self,
+        payloads: list[bytes],
+        timestamp: int,
+        keyframe: bool = False,
+        ntp_timestamp: int = 0,
+    ) -> None:
+        self.payloads = payloads
+        self.timestamp = timestamp
         self.keyframe = keyframe
-
-    def __bytes__(self) -> bytes:
-        return self.data
-
-    def __len__(self) -> int:
-        return len(self.data)
+        self.ntp_timestamp = ntp_timestamp
+        self.abs_send_time = (ntp_timestamp >> 14) & 0xFFFFFF
+        self.size = sum(map(len, payloads))
 
     def __repr__(self) -> str:
-        return f"EncodedFrame({len(self.data)} bytes, pts={self.pts}, key={self.keyframe})"
+        return (
+            f"RelayFrame({len(self.payloads)} packets, {self.size} bytes, "
+            f"ts={self.timestamp}, key={self.keyframe})"
+        )
 
 
 class Totals:
@@ -47,11 +51,13 @@ class Totals:
         "frames_forwarded",
         "frames_received",
         "keyframe_requests",
+        "packets_forwarded",
     )
 
     def __init__(self) -> None:
         self.frames_received = 0
         self.frames_forwarded = 0
         self.bytes_forwarded = 0
+        self.packets_forwarded = 0
         self.keyframe_requests = 0
         self.frames_dropped_closed = 0  # dropped by subscriptions that have ended

@@ -3,35 +3,29 @@
 
 Frames without a decoder
     Each receiver's decoder queue is replaced (:func:`e2ee.rtc.compat.set_decoder_queue`)
-    by :class:`_IngressQueue`.  aiortc's receive path calls ``put((codec, JitterFrame))``
-    on the event loop once per reassembled frame (rtcrtpreceiver.py:567): the proxy hands
-    the frame straight to the track's :class:`Forwarder` (no thread hop, no decoder).  The
-    decoder thread that ``receive()`` starts (rtcrtpreceiver.py:406-416, called when the
-    peer connection connects, rtcpeerconnection.py:1091, i.e. after DTLS is up, well after
-    ``publish()`` installed the proxy) blocks in the proxy's ``get()`` until the ``None``
-    stop sentinel (rtcrtpreceiver.py:643-648) and then ends the (unused) remote track as
-    usual.  ``get()`` never returns a frame, so ``decoder_worker`` (rtcrtpreceiver.py:54)
-    never calls ``get_decoder``/``decode``.  ``stats()["frames_decoded"]`` is the number
-    of frames handed to that thread, the receiver's only path to a decoder: 0 by
-    construction.  This is per receiver: no process-wide patch of
-    ``get_decoder``/``CODECS``, so a client in the same process is unaffected.
+    by :class:`_IngressQueue`, which only waits for aiortc's stop sentinel: the decoder
+    thread that ``receive()`` starts (rtcrtpreceiver.py:406-416, after DTLS is up, well
+    after ``publish()`` installed the hooks) blocks in its ``get()`` until the ``None``
+    sentinel (rtcrtpreceiver.py:643-648) and then ends the (unused) remote track as
+    usual.  No frame ever reaches that queue, so ``decoder_worker``
+    (rtcrtpreceiver.py:54) never calls ``get_decoder``/``decode``:
+    ``stats()["frames_decoded"]`` counts frames put there, 0 by construction.  This is
+    per receiver: no process-wide patch of ``get_decoder``/``CODECS``, so a client in
+    the same process is unaffected.
 
-Jitter buffers
-    The video receiver's jitter buffer (rtcrtpreceiver.py:299, used at :551) is replaced
-    (:func:`e2ee.rtc.compat.set_jitter_buffer`) by a subclass of aiortc's ``JitterBuffer``
-    that reports frame loss: aiortc's buffer skips frames only on the paths where it also
-    raises its PLI flag (jitterbuffer.py:40-56), so every upstream gap makes every
-    subscriber of the track wait for the next key frame (the VP8 PictureID trap: aiortc's
-    packetizer numbers frames contiguously per subscriber, so a receiver could not detect
-    a missing delta).  The audio jitter buffer (rtcrtpreceiver.py:295, ``prefetch=4``) is
-    replaced by one with ``prefetch=0``: a frame leaves as soon as the next one starts,
-    cutting ~60 ms of audio latency (aiortc's known latency creep after audio loss, #543,
-    is unchanged).
+Frames on their last packet
+    The receiver's jitter buffer is replaced (:func:`e2ee.rtc.compat.set_jitter_buffer`)
+    by an :mod:`e2ee.sfu.assembler`, which hands each frame to :meth:`Forwarder.on_frame`
+    the moment its last packet is in (aiortc's buffer waits for the next frame: 33 ms of
+    video latency at 30 fps, 20 ms of audio) and reports upstream loss that NACKs did
+    not repair within ``nack_wait`` to :meth:`Forwarder.on_gap`.  Then every subscriber
+    of the track waits for the next key frame: a receiver cannot decode past a lost
+    delta frame.
 
 Per frame the forwarder reads only the clear VP8 frame tag (:mod:`e2ee.sfu.policy`) and,
 in an E2EE router, samples the SFrame header after the clear prefix (RFC 9605 §4.3: KID
-and CTR, for stats only); it fans the bytes out unchanged to its subscribers'
-:class:`e2ee.sfu.egress.RelayTrack` queues.
+and CTR, for stats only); it relays the packets' payloads unchanged to its subscribers'
+:class:`e2ee.sfu.egress.RelayTrack` objects, synchronously: no queue, no task switch.
 """
 
 from __future__ import annotations
@@ -40,58 +34,59 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Any, Protocol
 
 from aiortc import RTCRtpReceiver, RTCRtpTransceiver
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 
 from e2ee.errors import CodecError
 from e2ee.rtc import compat
-from e2ee.sfu.frames import EncodedFrame, Totals
+from e2ee.sfu.assembler import AudioAssembler, VideoAssembler
+from e2ee.sfu.frames import RelayFrame, Totals
 from e2ee.sfu.keyframes import PliScheduler
 from e2ee.sfu.policy import VP8_INVALID, VP8_KEY, FrameGate, classify_vp8
 from e2ee.wire.codecs import clear_prefix_length
 from e2ee.wire.sframe_header import parse_sframe_header
-from e2ee.wire.vp8 import parse_vp8_frame_header
+from e2ee.wire.vp8 import parse_vp8_frame_header, vp8_descriptor_size
 
 __all__ = ["Forwarder", "Subscriber"]
 
 log = logging.getLogger(__name__)
 
 
+#: Seconds between 1900 (NTP era 0) and 1970 (RFC 5905 §6).
+_NTP_OFFSET = 2208988800
+#: Clear bytes of a frame the forwarder reads: the VP8 key-frame header (10) or Opus TOC,
+#: then an SFrame header (at most 17) and enough of what follows to check it.
+_HEAD = 64
+
+
 class _IngressQueue:
     """Stands in for the receiver's decoder queue (a ``queue.Queue``).
 
-    ``put((codec, JitterFrame))`` runs on the event loop (rtcrtpreceiver.py:567) and hands
-    the frame to ``sink``; ``put(None)`` is the stop sentinel (rtcrtpreceiver.py:648).
-    ``get()`` runs on aiortc's decoder thread (rtcrtpreceiver.py:64) and returns only the
-    sentinel, so the thread idles without a decoder and then exits cleanly.
+    ``put(None)`` is the stop sentinel (rtcrtpreceiver.py:648), run on the event loop;
+    no frame is ever put (the assembler returns none to aiortc).  ``get()`` runs on
+    aiortc's decoder thread (rtcrtpreceiver.py:64) and returns only the sentinel, so the
+    thread idles without a decoder and then exits cleanly.
     """
 
-    def __init__(
-        self, sink: Callable[[Any, JitterFrame], None], on_stop: Callable[[], None]
-    ) -> None:
-        self._sink = sink
+    def __init__(self, on_stop: Callable[[], None]) -> None:
         self._on_stop = on_stop
         self._stopped = threading.Event()
         self.frames_to_decoder = 0  # frames handed to aiortc's decoder thread: always 0
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if item is None:
-            if not self._stopped.is_set():
-                self._stopped.set()
-                try:
-                    self._on_stop()
-                except Exception:  # pragma: no cover - defensive
-                    log.exception("router: stop handler failed")
+        if item is not None:
+            self.frames_to_decoder += 1  # would show in stats(); the assembler returns none
+            log.error("router: aiortc queued a frame for decoding; dropped")
             return
-        codec, frame = item
-        try:
-            self._sink(codec, frame)
-        except Exception:  # never raise inside aiortc's receive path
-            log.exception("router: frame dropped")
+        if not self._stopped.is_set():
+            self._stopped.set()
+            try:
+                self._on_stop()
+            except Exception:  # pragma: no cover - defensive
+                log.exception("router: stop handler failed")
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
@@ -107,31 +102,13 @@ class _IngressQueue:
         return True
 
 
-class _GapAwareJitterBuffer(JitterBuffer):
-    """aiortc's video jitter buffer, reporting when it skipped frames.
-
-    aiortc drops buffered packets (so frames) only on the two paths that also set its PLI
-    flag (jitterbuffer.py:40-56); ``on_gap`` is called then, before the next frame.
-    """
-
-    def __init__(self, capacity: int, on_gap: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(capacity, **kwargs)
-        self._on_gap = on_gap
-
-    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
-        pli_flag, frame = super().add(packet)
-        if pli_flag:
-            self._on_gap()
-        return pli_flag, frame
-
-
 class Subscriber(Protocol):
     """What a :class:`Forwarder` fans out to (an :class:`e2ee.sfu.egress.RelayTrack`)."""
 
     @property
     def gate(self) -> FrameGate: ...
 
-    def push(self, frame: EncodedFrame, key: bool) -> None: ...
+    def send(self, frame: RelayFrame) -> None: ...
 
     def end(self) -> None: ...
 
@@ -139,9 +116,11 @@ class Subscriber(Protocol):
 class Forwarder:
     """One published track: takes its frames from the ingress hook and fans them out.
 
-    Runs entirely on the event loop; holds no queue of its own (each subscriber has a
-    bounded one).  ``totals`` are the router's counters; ``on_ended(forwarder)`` runs on
-    the event loop once aiortc stopped the receiver (BYE, disconnect, close).
+    Runs entirely on the event loop and holds no queue: each frame is relayed to every
+    subscriber before the packet that completed it returns.  ``totals`` are the router's
+    counters; ``on_ended(forwarder)`` runs on the event loop once aiortc stopped the
+    receiver (BYE, disconnect, close).  ``nack_wait``: how long a missing video packet
+    may hold back frames before they are given up (:mod:`e2ee.sfu.assembler`).
     """
 
     def __init__(
@@ -155,6 +134,7 @@ class Forwarder:
         pli_interval: float,
         totals: Totals,
         on_ended: Callable[[Forwarder], None],
+        nack_wait: float = 0.1,
     ) -> None:
         self.stream_id = stream_id
         self.transceiver = transceiver
@@ -184,10 +164,13 @@ class Forwarder:
         self.not_sframe = 0
         self._pli = PliScheduler(pli_interval, self._send_pli, self._waiting)
         self._on_ended = on_ended
-        self._codec_mime: str | None = None
-        self._time_base = Fraction(1, 90000 if self.video else 48000)
         self._e2ee = e2ee
-        self._ingress = _IngressQueue(self.on_frame, self._on_ingress_stop)
+        self._ingress = _IngressQueue(self._on_ingress_stop)
+        self.assembler: VideoAssembler | AudioAssembler
+        if self.video:
+            self.assembler = VideoAssembler(self.on_frame, self.on_gap, nack_wait=nack_wait)
+        else:
+            self.assembler = AudioAssembler(self.on_frame)
         self._install_hooks()
 
     # -- hooks -------------------------------------------------------------------------
@@ -197,11 +180,7 @@ class Forwarder:
         if compat.receiver_started(receiver):
             raise RuntimeError("router: receiver already started; hooks must precede receive()")
         compat.set_decoder_queue(receiver, self._ingress)
-        if self.video:
-            buffer: JitterBuffer = _GapAwareJitterBuffer(512, self.on_gap, is_video=True)
-        else:
-            buffer = JitterBuffer(capacity=16, prefetch=0)
-        compat.set_jitter_buffer(receiver, buffer)
+        compat.set_jitter_buffer(receiver, self.assembler)
 
     @property
     def frames_to_decoder(self) -> int:
@@ -209,40 +188,34 @@ class Forwarder:
 
     # -- per frame (event loop) --------------------------------------------------------
 
-    def on_frame(self, codec: Any, frame: JitterFrame) -> None:
-        """One reassembled frame from the publisher (called by the ingress hook)."""
-        data = frame.data
-        mime = codec.mimeType
-        if mime is not self._codec_mime:
-            self._set_codec(codec)
+    def on_frame(self, payloads: list[bytes], timestamp: int) -> None:
+        """One whole frame from the publisher, its RTP payloads in order (called by the
+        assembler on the frame's last packet)."""
         self.frames_received += 1
-        self.bytes_received += len(data)
         self.totals.frames_received += 1
-        if not data:
-            return
+        first = payloads[0]
         key = False
         if self.video:
-            cls = classify_vp8(data)
+            offset = vp8_descriptor_size(first)
+            head = first[offset : offset + _HEAD] if offset > 0 else b""
+            cls = classify_vp8(head)
             if cls == VP8_INVALID:
                 self.invalid_frames += 1
                 self.on_gap()
                 return
             if cls == VP8_KEY:
                 key = True
-                self._on_keyframe(data)
+                self._on_keyframe(head)
+        else:
+            head = first[:_HEAD]
+        frame = RelayFrame(payloads, timestamp, key, _ntp_now())
+        self.bytes_received += frame.size
+        if not frame.size:
+            return
         if self._e2ee and (self.frames_received & 0xF == 1 or key):
-            self._inspect_sframe(data)
-        out = EncodedFrame(data, frame.timestamp, self._time_base, key)
+            self._inspect_sframe(head)
         for relay in self.relays:
-            relay.push(out, key)
-
-    def _set_codec(self, codec: Any) -> None:
-        mime = codec.mimeType
-        allowed = "video/vp8" if self.video else "audio/opus"
-        if mime.lower() != allowed:  # cannot happen: codecs are pinned at publish()
-            raise CodecError(f"router: {mime} frames on a {allowed} track")
-        self._codec_mime = mime
-        self._time_base = Fraction(1, codec.clockRate)
+            relay.send(frame)
 
     def _on_keyframe(self, data: bytes) -> None:
         self.keyframes_received += 1
@@ -252,9 +225,10 @@ class Forwarder:
 
     def _inspect_sframe(self, data: bytes) -> None:
         # Diagnostics only, sampled (every 16th frame and every key frame): reads the
-        # clear prefix length and the SFrame header after it.  Any byte parses as an
-        # SFrame header, so "consistent" (same KID as the previous sample, higher CTR) is
-        # the signal that the publisher really encrypts; plaintext gives random KIDs.
+        # clear prefix length and the SFrame header after it, in the frame's first bytes.
+        # Any byte parses as an SFrame header, so "consistent" (same KID as the previous
+        # sample, higher CTR) is the signal that the publisher really encrypts;
+        # plaintext gives random KIDs.
         try:
             n = clear_prefix_length("vp8" if self.video else "opus", data)
         except CodecError:
@@ -349,6 +323,8 @@ class Forwarder:
             "frames_received": self.frames_received,
             "bytes_received": self.bytes_received,
             "subscribers": len(self.relays),
+            "packets_received": self.assembler.packets,
+            "late_packets": self.assembler.late_packets,
             "frames_decoded": self.frames_to_decoder,
             "ended": self.ended,
         }
@@ -371,3 +347,8 @@ class Forwarder:
                 not_sframe=self.not_sframe,
             )
         return stats
+
+
+def _ntp_now() -> int:
+    """Now in the 64-bit NTP format (RFC 3550 §4: 32.32 fixed point seconds since 1900)."""
+    return int((time.time() + _NTP_OFFSET) * 4294967296.0)

@@ -24,10 +24,11 @@ callbacks.  The rest of the package, along the forwarding path:
 
 * :mod:`e2ee.sfu.sdp`: VP8/Opus only, codec preferences, the publisher's media SSRC;
 * :mod:`e2ee.sfu.ingress`: frames taken from aiortc's receivers without decoding, one
-  :class:`~e2ee.sfu.ingress.Forwarder` per published track;
+  :class:`~e2ee.sfu.ingress.Forwarder` per published track, each frame released on its
+  last packet (:mod:`e2ee.sfu.assembler`);
 * :mod:`e2ee.sfu.policy`: the per-frame decisions (plain bytes in, an action out);
 * :mod:`e2ee.sfu.egress`: one :class:`~e2ee.sfu.egress.RelayTrack` per subscriber and
-  track, packetized by aiortc without an encoder;
+  track, relaying the publisher's packets with a rewritten RTP header;
 * :mod:`e2ee.sfu.keyframes`: key frame requests (PLI) to publishers, rate-limited;
 * :mod:`e2ee.rtc.compat`: every private aiortc name the hooks above use.
 
@@ -115,8 +116,10 @@ class Router:
     """A selective forwarding router for VP8 + Opus, E2EE-safe (see the module docs).
 
     ``pli_interval``: the least time between two PLIs to a publisher's track, and the
-    retry interval while a subscriber waits for a key frame.  ``queue_frames``: the
-    capacity of each subscriber's per-track queue.
+    retry interval while a subscriber waits for a key frame.  ``backlog_packets``: how many
+    packets a subscriber's socket may have unwritten before its video waits for a key
+    frame and its audio drops frames.  ``nack_wait``: how long a publisher's missing video
+    packet may hold back frames before they are given up (then a key frame is asked for).
     """
 
     def __init__(
@@ -124,16 +127,20 @@ class Router:
         *,
         e2ee: bool = True,
         pli_interval: float = 0.3,
-        queue_frames: int = 64,
+        backlog_packets: int = 256,
+        nack_wait: float = 0.1,
         rtc_configuration: RTCConfiguration | None = None,
     ) -> None:
-        if queue_frames < 1:
-            raise ValueError("queue_frames must be at least 1")
+        if backlog_packets < 1:
+            raise ValueError("backlog_packets must be at least 1")
+        if nack_wait < 0:
+            raise ValueError("nack_wait must not be negative")
         if pli_interval <= 0:
             raise ValueError("pli_interval must be positive")
         self.e2ee = e2ee
         self.pli_interval = pli_interval
-        self.queue_frames = queue_frames
+        self.backlog_packets = backlog_packets
+        self.nack_wait = nack_wait
         # No STUN server unless configured: aiortc's default would make every peer
         # connection resolve and contact a public third-party server.
         self.rtc_configuration = rtc_configuration or RTCConfiguration(iceServers=[])
@@ -239,6 +246,7 @@ class Router:
             pli_interval=self.pli_interval,
             totals=self._totals,
             on_ended=self._ingress_ended,
+            nack_wait=self.nack_wait,
         )
 
     def _ingress_ended(self, forwarder: Forwarder) -> None:
@@ -291,7 +299,7 @@ class Router:
         stream.subscriptions.add(subscription_id)
         try:
             for forwarder in stream.forwarders:
-                relay = RelayTrack(forwarder, subscription_id, self.queue_frames)
+                relay = RelayTrack(forwarder, subscription_id, self.backlog_packets)
                 transceiver = pc.addTransceiver(relay, direction="sendonly")
                 transceiver.setCodecPreferences(codec_preferences(forwarder.kind))
                 prepare_sender(transceiver.sender, relay, stream_id)  # pack only; PLI hook

@@ -23,6 +23,7 @@ __all__ = [
     "Vp8PayloadDescriptor",
     "parse_vp8_frame_header",
     "parse_vp8_payload_descriptor",
+    "vp8_descriptor_size",
 ]
 
 
@@ -119,6 +120,30 @@ def parse_vp8_payload_descriptor(payload: BytesLike) -> Vp8PayloadDescriptor:
         keyidx=keyidx,
         size=pos,
     )
+
+
+def vp8_descriptor_size(payload: BytesLike) -> int:
+    """Length of the VP8 payload descriptor at the start of ``payload`` (RFC 7741 §4.2),
+    the fast path of :func:`parse_vp8_payload_descriptor` for the router's per-frame use;
+    -1 when the payload ends inside the descriptor."""
+    n = len(payload)
+    if n == 0:
+        return -1
+    if not payload[0] & 0x80:  # X=0: one octet
+        return 1
+    if n < 2:
+        return -1
+    ext = payload[1]
+    size = 2
+    if ext & 0x80:  # I: PictureID, 15 bits when M is set
+        if n < 3:
+            return -1
+        size += 2 if payload[2] & 0x80 else 1
+    if ext & 0x40:  # L: TL0PICIDX
+        size += 1
+    if ext & 0x30:  # T or K: TID|Y|KEYIDX
+        size += 1
+    return size if size <= n else -1
 
 
 def _picture_id(head: bytes, pos: int) -> tuple[int, bool, int]:

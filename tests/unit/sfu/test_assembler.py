@@ -1,0 +1,180 @@
+"""Frame assembly at the router's ingress (e2ee.sfu.assembler): frames leave on their last
+packet, in order; a lost packet holds frames back only for ``nack_wait``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from e2ee.sfu.assembler import AudioAssembler, VideoAssembler, vp8_frame_start
+
+
+@dataclass
+class Packet:
+    sequence_number: int
+    timestamp: int
+    marker: bool
+    payload: bytes
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frame_packets(seq: int, ts: int, count: int, tag: bytes = b"f") -> list[Packet]:
+    """One VP8 frame in ``count`` packets: S=1 on the first (RFC 7741 §4.2), marker last."""
+    return [
+        Packet(
+            (seq + i) & 0xFFFF,
+            ts,
+            i == count - 1,
+            bytes([0x10 if i == 0 else 0x00]) + tag + bytes([i]),
+        )
+        for i in range(count)
+    ]
+
+
+class Rig:
+    def __init__(self, **kwargs: float) -> None:
+        self.clock = Clock()
+        self.frames: list[tuple[int, list[bytes]]] = []
+        self.gaps = 0
+        self.assembler = VideoAssembler(self._sink, self._gap, clock=self.clock, **kwargs)  # type: ignore[arg-type]
+
+    def _sink(self, payloads: list[bytes], ts: int) -> None:
+        self.frames.append((ts, payloads))
+
+    def _gap(self) -> None:
+        self.gaps += 1
+
+    def add(self, *packets: Packet) -> None:
+        for packet in packets:
+            assert self.assembler.add(packet) == (False, None)  # never a frame for aiortc
+
+    @property
+    def timestamps(self) -> list[int]:
+        return [ts for ts, _ in self.frames]
+
+
+def test_frame_start_is_s_bit_with_partition_zero() -> None:
+    assert vp8_frame_start(b"\x10")
+    assert vp8_frame_start(b"\x90\x80\x01")  # X=1 too
+    assert not vp8_frame_start(b"\x11")  # partition 1
+    assert not vp8_frame_start(b"\x00")
+    assert not vp8_frame_start(b"")
+
+
+def test_a_frame_leaves_on_its_marker_packet_without_waiting_for_the_next() -> None:
+    rig = Rig()
+    a, b, c = frame_packets(100, 3000, 3)
+    rig.add(a, b)
+    assert rig.frames == []
+    rig.add(c)
+    assert rig.frames == [(3000, [a.payload, b.payload, c.payload])]
+    assert rig.assembler.buffered == 0
+
+
+def test_reordered_packets_within_and_across_frames_leave_in_order() -> None:
+    rig = Rig()
+    f1 = frame_packets(10, 1, 3)
+    f2 = frame_packets(13, 2, 2)
+    rig.add(f1[0], f1[2], f2[1], f2[0])
+    assert rig.frames == []  # f1 is missing its middle packet
+    rig.add(f1[1])
+    assert rig.timestamps == [1, 2]
+    assert rig.gaps == 0
+
+
+def test_a_late_nack_repair_within_nack_wait_keeps_every_frame() -> None:
+    rig = Rig(nack_wait=0.1)
+    f1, f2, f3 = frame_packets(0, 1, 2), frame_packets(2, 2, 2), frame_packets(4, 3, 1)
+    rig.add(f1[0], *f2, *f3)
+    rig.clock.now = 0.09
+    rig.add(*frame_packets(5, 4, 1))
+    assert rig.frames == []
+    rig.add(f1[1])  # the retransmission
+    assert rig.timestamps == [1, 2, 3, 4]
+    assert rig.gaps == 0
+
+
+def test_a_packet_missing_past_nack_wait_gives_up_to_the_next_frame_start() -> None:
+    rig = Rig(nack_wait=0.1)
+    f1, f2, f3 = frame_packets(0, 1, 2), frame_packets(2, 2, 2), frame_packets(4, 3, 2)
+    rig.add(f1[0], f2[0])  # f1[1] lost; f2 incomplete
+    rig.clock.now = 0.2
+    rig.add(f2[1])
+    assert rig.timestamps == [2]  # f1 given up, f2 released
+    assert rig.gaps == 1
+    rig.add(f1[1])  # the repair comes too late
+    assert rig.assembler.late_packets == 1
+    rig.add(*f3)
+    assert rig.timestamps == [2, 3]
+
+
+def test_a_hole_waits_for_a_frame_start_before_giving_up() -> None:
+    rig = Rig(nack_wait=0.05)
+    f1 = frame_packets(0, 1, 4)
+    rig.add(f1[0], f1[2])
+    rig.clock.now = 1.0
+    rig.add(f1[3])  # past nack_wait but nothing to resume on: keep waiting
+    assert rig.gaps == 0
+    rig.add(*frame_packets(4, 2, 1))
+    assert rig.timestamps == [2]
+    assert rig.gaps == 1
+
+
+def test_a_missing_marker_is_detected_when_the_next_frame_starts() -> None:
+    rig = Rig()
+    broken = frame_packets(0, 1, 2)
+    broken[1].marker = False  # the publisher's marker never came
+    rig.add(*broken, *frame_packets(2, 2, 1))
+    assert rig.timestamps == [2]
+    assert rig.gaps == 1
+
+
+def test_joining_mid_frame_waits_for_a_frame_start() -> None:
+    rig = Rig()
+    f1, f2 = frame_packets(0, 1, 3), frame_packets(3, 2, 2)
+    rig.add(f1[1], f1[2], *f2)
+    assert rig.timestamps == [2]
+    assert rig.gaps == 0
+
+
+def test_sequence_numbers_wrap() -> None:
+    rig = Rig()
+    rig.add(*frame_packets(65534, 1, 3), *frame_packets(1, 2, 2))
+    assert rig.timestamps == [1, 2]
+
+
+def test_capacity_bounds_what_waits_behind_a_hole() -> None:
+    rig = Rig(capacity=8, nack_wait=100.0)
+    first = frame_packets(0, 1, 2)
+    rig.add(first[0])  # first[1] is lost
+    for n in range(4):
+        rig.add(*frame_packets(2 + 2 * n, 2 + n, 2))
+    assert rig.assembler.buffered <= 8
+    assert rig.gaps == 1
+    assert rig.timestamps[0] == 2  # resumed on the next frame start, without waiting
+    rig.add(*frame_packets(2000, 99, 1))  # far ahead: start over
+    assert rig.timestamps[-1] == 99
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        VideoAssembler(lambda p, t: None, lambda: None, capacity=1)
+    with pytest.raises(ValueError, match="nack_wait"):
+        VideoAssembler(lambda p, t: None, lambda: None, nack_wait=-1)
+
+
+def test_audio_leaves_on_arrival_and_drops_duplicates_and_late_packets() -> None:
+    out: list[int] = []
+    audio = AudioAssembler(lambda payloads, ts: out.append(ts))
+    for seq, ts in ((65535, 0), (0, 960), (0, 960), (2, 2880), (1, 1920), (3, 3840)):
+        assert audio.add(Packet(seq, ts, True, b"\xfc")) == (False, None)
+    assert out == [0, 960, 2880, 3840]
+    assert audio.late_packets == 2
