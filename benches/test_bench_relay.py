@@ -128,7 +128,7 @@ def test_relay_frame(
                 packet = RtpPacket(payload_type=97, sequence_number=seq, timestamp=3000)
                 packet.ssrc = 1234
                 packet.payload = payload
-                packet.marker = (i == len(payloads) - 1) and 1 or 0
+                packet.marker = int(i == len(payloads) - 1)
                 packet.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
                 packet.extensions.mid = "0"
                 sock.sendto(srtp.protect(packet.serialize(extensions)), sock.address)
