@@ -120,6 +120,21 @@ async def test_one_publisher_three_subscribers_decode(cleanup: list[Any]) -> Non
         assert per_kind["video"]["max_backlog"] <= router.backlog_packets
 
 
+@pytest.mark.asyncio
+async def test_subscribers_are_not_offered_abs_send_time(cleanup: list[Any]) -> None:
+    # It would only make every subscriber send REMB feedback the router has no use for.
+    from e2ee.wire.extmap import ABS_SEND_TIME, extmap_uris
+
+    router = new_router(cleanup)
+    pub = new_pc()
+    cleanup.append(pub)
+    await publish(router, "alice", [SyntheticVideoTrack(), SyntheticAudioTrack()], pub)
+    offer = await router.subscribe("bob", "alice")
+    uris = extmap_uris(offer.sdp)
+    assert "urn:ietf:params:rtp-hdrext:sdes:mid" in uris
+    assert ABS_SEND_TIME not in uris
+
+
 # -- 2. Forwarded frames are byte-identical -------------------------------------------
 
 

@@ -44,13 +44,15 @@ Ingress (one ``RTCPeerConnection`` per publisher, the router answers)
 
 Egress (one ``RTCPeerConnection`` per subscription, the router offers)
     One ``sendonly`` transceiver per published track, carrying only VP8 (+RTX) or Opus.
+    The offer leaves out abs-send-time (:func:`e2ee.sfu.sdp.subscriber_offer`): it only
+    makes subscribers send REMB bandwidth estimates, and the router adapts no bitrate.
 
 Header extensions (E2EE)
     An E2EE router negotiates no media-derived RTP header extension (the RFC 6464 audio
     level, which aiortc and browsers fill from the raw audio): they are stripped from
     publishers' offers before ``setRemoteDescription`` (so the answer leaves them out),
-    from the router's offers to subscribers, and from subscribers' answers
-    (:func:`e2ee.sfu.sdp.without_media_derived_extensions`).
+    from the router's offers to subscribers (:func:`e2ee.sfu.sdp.subscriber_offer`), and
+    from subscribers' answers (:func:`e2ee.sfu.sdp.without_media_derived_extensions`).
 
 Callbacks
     ``router.on_stream_ended(stream_id, reason)``: a stream ended (``"unpublished"``,
@@ -86,7 +88,7 @@ from e2ee.sfu.sdp import (
     check_off_loop,
     codec_preferences,
     media_ssrc,
-    without_media_derived_extensions,
+    subscriber_offer,
 )
 
 __all__ = ["Router"]
@@ -307,9 +309,7 @@ class Router:
                 await asyncio.sleep(0)  # as in publish: a turn for the others
                 if sub.ending:
                     raise UnknownStream(f"no stream {stream_id!r}")
-            offer = await pc.createOffer()
-            if self.e2ee:
-                offer = without_media_derived_extensions(offer)
+            offer = subscriber_offer(await pc.createOffer(), e2ee=self.e2ee)
             await pc.setLocalDescription(offer)
         except BaseException:
             await self._end_subscription(sub, "failed", callback=False)

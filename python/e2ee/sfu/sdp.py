@@ -48,7 +48,12 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from e2ee.sfu.errors import CodecNotAllowed
-from e2ee.wire.extmap import MEDIA_DERIVED_EXTENSIONS, strip_media_derived_extensions
+from e2ee.wire.extmap import (
+    ABS_SEND_TIME,
+    MEDIA_DERIVED_EXTENSIONS,
+    strip_extensions,
+    strip_media_derived_extensions,
+)
 
 __all__ = [
     "ALLOWED_CODECS",
@@ -61,6 +66,7 @@ __all__ = [
     "media_ssrc",
     "parse_checked",
     "strip_media_derived_extensions",
+    "subscriber_offer",
     "validate_sdp",
     "without_media_derived_extensions",
 ]
@@ -194,3 +200,16 @@ def without_media_derived_extensions(description: RTCSessionDescription) -> RTCS
     return RTCSessionDescription(
         sdp=strip_media_derived_extensions(description.sdp), type=description.type
     )
+
+
+#: What the router never offers a subscriber: abs-send-time, which only feeds the
+#: subscriber's bandwidth estimate back as REMB (one RTCP packet per few media packets
+#: from aiortc receivers), and the router adapts no bitrate.
+_NOT_OFFERED_TO_SUBSCRIBERS = frozenset({ABS_SEND_TIME})
+
+
+def subscriber_offer(description: RTCSessionDescription, *, e2ee: bool) -> RTCSessionDescription:
+    """The router's offer to a subscriber as sent: without abs-send-time and, in an E2EE
+    router, without media-derived header extensions; same type."""
+    uris = _NOT_OFFERED_TO_SUBSCRIBERS | (MEDIA_DERIVED_EXTENSIONS if e2ee else frozenset())
+    return RTCSessionDescription(sdp=strip_extensions(description.sdp, uris), type=description.type)

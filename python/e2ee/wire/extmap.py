@@ -11,7 +11,16 @@ send, and the router strips them from the offers it receives and makes.
 
 from __future__ import annotations
 
-__all__ = ["MEDIA_DERIVED_EXTENSIONS", "extmap_uris", "strip_media_derived_extensions"]
+__all__ = [
+    "ABS_SEND_TIME",
+    "MEDIA_DERIVED_EXTENSIONS",
+    "extmap_uris",
+    "strip_extensions",
+    "strip_media_derived_extensions",
+]
+
+#: The sender's transmit time, for the receiver's bandwidth estimate (REMB); lower case.
+ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 #: Header extension URIs whose values are computed from the media (lower case).
 MEDIA_DERIVED_EXTENSIONS: frozenset[str] = frozenset(
@@ -43,10 +52,16 @@ def strip_media_derived_extensions(sdp: str) -> str:
     remote offer or answer before ``setRemoteDescription`` (aiortc then negotiates only
     the extensions both sides list) and to a local offer before sending it.  Idempotent.
     """
+    return strip_extensions(sdp, MEDIA_DERIVED_EXTENSIONS)
+
+
+def strip_extensions(sdp: str, uris: frozenset[str]) -> str:
+    """``sdp`` without the ``a=extmap`` lines naming one of ``uris`` (lower case); pure
+    text, as :func:`strip_media_derived_extensions`."""
     out = []
     for line in sdp.splitlines(keepends=True):
         uri = _extmap_uri(line)
-        if uri is not None and uri.lower() in MEDIA_DERIVED_EXTENSIONS:
+        if uri is not None and uri.lower() in uris:
             continue
         out.append(line)
     return "".join(out)
