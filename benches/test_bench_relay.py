@@ -1,16 +1,21 @@
 """Benchmarks: what the router spends per forwarded packet on its egress, side by side.
 
-Group ``relay-frame-{kind}``: one frame (a 1 Mbit/s VP8 delta frame in 4 packets, or one
-Opus packet) relayed to one subscriber:
+Group ``relay-frame-{kind}-{profile}``: one frame (a 1 Mbit/s VP8 delta frame in 4
+packets, or one Opus packet) relayed to one subscriber, with SRTP profile ``aes128cm``
+(AES-128-CM + HMAC-SHA1-80, RFC 3711) or ``aes256gcm`` (AEAD_AES_256_GCM, RFC 7714: what
+aiortc peers negotiate):
 
-* ``e2ee``: :meth:`e2ee.sfu.egress.RelayTrack.send`, the router's path (RTP header
-  rewrite, SRTP protect, ``sendto``);
+* ``e2ee-rust``: :meth:`e2ee.sfu.egress.RelayTrack.send`, the router's path, with its
+  Rust SRTP sender (e2ee._srtp: the frame's packets built and protected in one call),
+  then ``sendto`` per packet;
+* ``e2ee``: the same path protecting with aiortc's libsrtp session (pylibsrtp), packet by
+  packet: the router's fallback, and its path before e2ee._srtp;
 * ``aiortc``: what aiortc's sender does for the same packets (``RtpPacket`` with
   ``abs-send-time`` and ``mid``, ``serialize``, SRTP protect, ``sendto``), the router's
   egress before packet relay.
 
-Both protect with a real libsrtp session (AES-128-CM + HMAC-SHA1-80, RFC 3711) and write
-to a real UDP socket on loopback; the receiving socket is drained between rounds.
+All protect with real keys (the Rust sender and libsrtp with the same ones) and write to
+a real UDP socket on loopback; the receiving socket is drained between rounds.
 ``e2ee bench router`` measures the whole router (ICE, DTLS, ingress, RTCP).
 """
 
@@ -33,7 +38,8 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from pylibsrtp import Policy, Session
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from e2ee.rtc import compat
+from e2ee import _srtp
+from e2ee.rtc import compat, srtp
 from e2ee.sfu.egress import RelayTrack
 from e2ee.sfu.frames import RelayFrame, Totals
 from e2ee.sfu.policy import FrameGate
@@ -74,8 +80,15 @@ class _Socket:
         self.tx.close()
 
 
-def _session() -> Session:
-    return Session(Policy(key=os.urandom(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+PROFILES = {  # name: (DTLS-SRTP name, libsrtp profile, key + salt bytes)
+    "aes128cm": ("SRTP_AES128_CM_SHA1_80", Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16 + 14),
+    "aes256gcm": ("SRTP_AEAD_AES_256_GCM", Policy.SRTP_PROFILE_AEAD_AES_256_GCM, 32 + 12),
+}
+
+
+def _session(profile: str, key: bytes) -> Session:
+    _, libsrtp, _ = PROFILES[profile]
+    return Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=libsrtp))
 
 
 def _parameters(kind: str) -> RTCRtpSendParameters:
@@ -94,17 +107,24 @@ def _parameters(kind: str) -> RTCRtpSendParameters:
     )
 
 
+@pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("kind", ["video", "audio"])
-@pytest.mark.parametrize("path", ["e2ee", "aiortc"])
+@pytest.mark.parametrize("path", ["e2ee-rust", "e2ee", "aiortc"])
 def test_relay_frame(
-    benchmark: BenchmarkFixture, monkeypatch: pytest.MonkeyPatch, kind: str, path: str
+    benchmark: BenchmarkFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    path: str,
+    profile: str,
 ) -> None:
-    benchmark.group = f"relay-frame-{kind}"
+    benchmark.group = f"relay-frame-{kind}-{profile}"
     payloads = FRAMES[kind]
     sock = _Socket()
-    srtp = _session()
+    name, _, key_len = PROFILES[profile]
+    key = os.urandom(key_len)
+    session = _session(profile, key)
     op: Callable[[], Any]
-    if path == "e2ee":
+    if path.startswith("e2ee"):
         forwarder = SimpleNamespace(
             kind=kind, video=kind == "video", totals=Totals(), track_id="t", relays=set()
         )
@@ -112,7 +132,10 @@ def test_relay_frame(
         relay._configure(_parameters(kind))
         relay._sender = SimpleNamespace()  # type: ignore[assignment]
         relay.gate = FrameGate(256, False)  # no key frame wait: measure the send path
-        monkeypatch.setattr(compat, "rtp_path", lambda s: (srtp.protect, sock, sock.address))
+        monkeypatch.setattr(compat, "rtp_path", lambda s: (session.protect, sock, sock.address))
+        split = len(key) - (14 if profile == "aes128cm" else 12)
+        rust = _srtp.SrtpSender(name, key[:split], key[split:]) if path == "e2ee-rust" else None
+        monkeypatch.setattr(srtp, "rust_sender", lambda s, protect: rust)
         monkeypatch.setattr(compat, "note_rtp_sent", lambda *a: None)
         frame = RelayFrame(payloads, 3000, False, 1 << 40)
         op = lambda: relay.send(frame)  # noqa: E731
@@ -131,7 +154,7 @@ def test_relay_frame(
                 packet.marker = int(i == len(payloads) - 1)
                 packet.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
                 packet.extensions.mid = "0"
-                sock.sendto(srtp.protect(packet.serialize(extensions)), sock.address)
+                sock.sendto(session.protect(packet.serialize(extensions)), sock.address)
                 seq = (seq + 1) & 0xFFFF
             state["seq"] = seq
 
@@ -140,3 +163,7 @@ def test_relay_frame(
         benchmark.pedantic(op, rounds=3000, warmup_rounds=20, setup=sock.drain)
     finally:
         sock.close()
+    if path.startswith("e2ee"):
+        stats = relay.stats()
+        backend = "rust" if path == "e2ee-rust" else "libsrtp"
+        assert stats["srtp_backend"] == backend, stats  # the path measured is the one named

@@ -50,7 +50,6 @@ from e2ee.sframe import encode_header
 from e2ee.sfu import Router
 from e2ee.sfu.frames import RelayFrame
 from e2ee.sfu.ingress import Forwarder
-from e2ee.wire.vp8 import vp8_descriptor_size
 from e2ee.tools.synthetic import (
     LEFT_LUMA,
     RIGHT_LUMA,
@@ -64,6 +63,7 @@ from e2ee.tools.synthetic import (
 from e2ee.transform import E2eeEvent, E2eeTransform, protect
 from e2ee.wire.codecs import clear_prefix_length
 from e2ee.wire.sframe_header import parse_sframe_header
+from e2ee.wire.vp8 import vp8_descriptor_size
 from support.media import new_pc
 from support.router import wait_connected
 

@@ -46,6 +46,20 @@ def test_server_and_router_do_not_load_the_crypto_core(tmp_path: object) -> None
     assert not loaded & set(CRYPTO), loaded & set(CRYPTO)
 
 
+def test_the_routers_srtp_sender_is_not_the_crypto_core() -> None:
+    # e2ee._srtp (the router's SRTP sender, hop-by-hop DTLS-SRTP keys) is its own
+    # extension: using it loads neither e2ee._core nor any key handling.
+    loaded = _loaded_after(
+        "import e2ee.sfu.egress\n"
+        "from e2ee.rtc import srtp\n"
+        "from e2ee import _srtp\n"
+        "s = _srtp.SrtpSender('SRTP_AEAD_AES_256_GCM', bytes(32), bytes(12))\n"
+        "assert s.protect_frame(0x80, 96, 0, 0, 1, b'', [b'x'])"
+    )
+    assert {"e2ee._srtp", "e2ee.rtc.srtp", "e2ee.sfu.egress"} <= loaded
+    assert not loaded & set(CRYPTO), loaded & set(CRYPTO)
+
+
 def test_the_serve_command_does_not_load_it_either() -> None:
     loaded = _loaded_after(
         "import e2ee.tools.cli\n"

@@ -91,6 +91,21 @@ def test_only_the_crypto_package_imports_the_core() -> None:
             assert not re.search(r"^\s*(from|import)\s+e2ee\._core\b", text), (path, number)
 
 
+def test_only_the_srtp_facade_imports_the_srtp_extension() -> None:
+    # The router's SRTP sender (e2ee._srtp) is reached through e2ee.rtc.srtp alone, and
+    # that module's import of the package, which the contracts let pass, is only that.
+    graph = grimp.build_graph("e2ee", cache_dir=None)
+    importers = {
+        importer
+        for importer in graph.find_modules_that_directly_import("e2ee")
+        for detail in graph.get_import_details(importer=importer, imported="e2ee")
+        if "_srtp" in detail["line_contents"]
+    }
+    assert importers == {"e2ee.rtc.srtp"}
+    details = graph.get_import_details(importer="e2ee.rtc.srtp", imported="e2ee")
+    assert [d["line_contents"] for d in details] == ["from e2ee import _srtp"]
+
+
 def test_private_aiortc_names_live_only_in_the_compat_module() -> None:
     offenders = []
     for top in ("python", "tests", "benches"):

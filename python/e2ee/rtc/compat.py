@@ -88,6 +88,7 @@ __all__ = [
     "set_jitter_buffer",
     "set_sender_encoder",
     "set_sender_stream_id",
+    "srtp_tx_keying",
 ]
 
 #: The aiortc minor whose private names are checked here.
@@ -449,6 +450,28 @@ def note_rtp_sent(
     setattr(sender, packet_name, getattr(sender, packet_name) + packets)
 
 
+def srtp_tx_keying(dtls: RTCDtlsTransport) -> tuple[str, bytes, bytes] | None:
+    """``(profile name, master key, master salt)`` of the transport's sending direction,
+    exported again from its DTLS session exactly as ``RTCDtlsTransport._setup_srtp``
+    keys ``_tx_srtp`` (rtcdtlstransport.py:453-496: ``_ssl.get_selected_srtp_profile()``,
+    ``export_keying_material(b"EXTRACTOR-dtls_srtp", ...)``, the server's write key
+    being the second half, RFC 5764 §4.2; ``SRTPProtectionProfile.get_key_and_salt``,
+    :58).  ``None`` until DTLS is connected, or for a profile aiortc does not list."""
+    ssl = getattr(dtls, "_ssl", None)
+    if ssl is None or dtls.state != "connected":
+        return None
+    selected = ssl.get_selected_srtp_profile()
+    for profile in getattr(dtls, "_srtp_profiles", ()):
+        if profile.openssl_profile == selected:
+            break
+    else:
+        return None
+    key_len, salt_len = profile.key_length, profile.salt_length
+    view = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (key_len + salt_len))
+    material = bytes(profile.get_key_and_salt(view, 1 if dtls._role == "server" else 0))
+    return profile.openssl_profile.decode(), material[:key_len], material[key_len:]
+
+
 # -- the outbound guard (appended) -------------------------------------------------------
 #
 # The E2EE send-path guard (e2ee.transform.guard) sits at the last step before SRTP:
@@ -579,31 +602,26 @@ def drain_now(pc: RTCPeerConnection, batch: int = udp.DRAIN_BATCH) -> int:
 # -- bench receivers: RTP straight off the ICE socket (appended) -------------------------
 #
 # ``e2ee bench router``'s light subscribers let aiortc do ICE, DTLS, RTCP and signalling
-# but take each RTP datagram where it arrives: aioice's ``StunProtocol.datagram_received``
-# (ice.py:284; asyncio's datagram transport looks it up on the protocol per datagram),
-# instead of aioice's queue -> ``RTCDtlsTransport._recv_next`` (rtcdtlstransport.py:626)
-# -> SRTP -> RTP parse -> receiver.  The samples they unprotect use the DTLS transport's
-# receive session ``_rx_srtp`` (rtcdtlstransport.py:377, set when DTLS completes, :487).
+# but read each ICE socket themselves: RTP is handled where it arrives, everything else
+# goes to the aioice protocol's ``datagram_received`` (ice.py:284) as asyncio would hand
+# it, instead of RTP taking aioice's queue -> ``RTCDtlsTransport._recv_next``
+# (rtcdtlstransport.py:626) -> SRTP -> RTP parse -> receiver.  aioice's sockets:
+# ``RTCIceGatherer._connection`` (rtcicetransport.py:202), ``Connection._protocols``
+# (ice.py:451).  The samples they unprotect use the DTLS transport's receive session
+# ``_rx_srtp`` (rtcdtlstransport.py:377, set when DTLS completes, :487).
 
-#: A datagram handler as asyncio calls it: ``(data, addr)``.
-DatagramHandler = Callable[[bytes, Any], None]
 
-
-def hook_ice_datagrams(pc: RTCPeerConnection, wrap: Callable[[DatagramHandler], DatagramHandler]) -> int:
-    """Replace, on each ICE socket protocol ``pc`` has now (after
-    ``setLocalDescription``), ``datagram_received`` by ``wrap(original)``; the wrapper
-    hands what it does not consume (STUN, DTLS, RTCP: RFC 7983 §7) to ``original``.
-    Returns how many sockets it hooked."""
-    seen: set[int] = set()
+def ice_protocols(pc: RTCPeerConnection) -> list[asyncio.DatagramProtocol]:
+    """The aioice protocol of each ICE socket ``pc`` has now (after
+    ``setLocalDescription``); each has its asyncio ``transport``."""
+    found: dict[int, asyncio.DatagramProtocol] = {}
     for transceiver in pc.getTransceivers():
         dtls = transceiver.sender.transport
         gatherer = dtls.transport.iceGatherer if dtls is not None else None
         connection = getattr(gatherer, "_connection", None)
         for protocol in list(getattr(connection, "_protocols", ())):
-            if id(protocol) not in seen:
-                seen.add(id(protocol))
-                protocol.datagram_received = wrap(protocol.datagram_received)
-    return len(seen)
+            found.setdefault(id(protocol), protocol)
+    return list(found.values())
 
 
 def srtp_rx_session(pc: RTCPeerConnection) -> Any | None:

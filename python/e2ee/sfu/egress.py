@@ -16,14 +16,17 @@ Relaying without repacketizing
     written (RFC 3550 §5.1): this sender's SSRC and payload type, consecutive sequence
     numbers (frames this subscriber skips leave no gap it would NACK), the publisher's
     timestamp plus a random offset, the marker bit, and the one-byte header extensions
-    (RFC 8285 §4.2) ``mid`` and ``abs-send-time``.  The packet is SRTP-protected with
-    the sender's own session and written to its ICE pair's socket synchronously
-    (:func:`e2ee.rtc.compat.rtp_path`): no queue, no task switch, no ``RtpPacket``
-    object.  aiortc's per-frame path (``track.recv()`` then ``encoder.pack()``) is
-    never used: :meth:`RelayTrack.recv` only waits for the end.  NACKs (RFC 4585
-    §6.2.1) are answered from the last :data:`HISTORY` protected packets, resent as
-    they were; the sender's RTCP SR counts what was relayed
-    (:func:`e2ee.rtc.compat.note_rtp_sent`).
+    (RFC 8285 §4.2) ``mid`` and ``abs-send-time``.  The packets of a frame are built
+    and SRTP-protected in one call to the Rust sender of the subscriber's DTLS
+    transport (:func:`e2ee.rtc.srtp.rust_sender`, the same keys as aiortc's session),
+    or, where there is none, one by one with aiortc's own libsrtp session; then written
+    to the ICE pair's socket synchronously (:func:`e2ee.rtc.compat.rtp_path`): no
+    queue, no task switch, no ``RtpPacket`` object.  aiortc's per-frame path
+    (``track.recv()`` then ``encoder.pack()``) is never used: :meth:`RelayTrack.recv`
+    only waits for the end.  NACKs (RFC 4585 §6.2.1) are answered from the last
+    :data:`HISTORY` protected packets, resent as they were (never protected again); the
+    sender's RTCP SR counts what was relayed (:func:`e2ee.rtc.compat.note_rtp_sent`).
+    ``stats()`` says which SRTP backend a relay uses and counts packets by each.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 
-from e2ee.rtc import compat
+from e2ee.rtc import compat, srtp
 from e2ee.sfu.frames import RelayFrame
 from e2ee.sfu.ingress import Forwarder
 from e2ee.sfu.policy import ACCEPT, DROP, DROP_OLDEST, FLUSH_ACCEPT, FrameGate
@@ -91,6 +94,7 @@ class RelayTrack(MediaStreamTrack):
         self._history: list[tuple[int, bytes] | None] = [None] * HISTORY
         self._path: compat.RtpPath | None = None
         self._path_transport: Any = None
+        self._rust: Any = None  # e2ee._srtp.SrtpSender of this transport, if any
         # stats
         self.frames_forwarded = 0
         self.bytes_forwarded = 0
@@ -102,6 +106,8 @@ class RelayTrack(MediaStreamTrack):
         self.nacks_received = 0
         self.retransmissions = 0
         self.frames_unsent = 0  # no path to the wire yet (or any more)
+        self.packets_rust = 0  # protected by the Rust sender
+        self.packets_libsrtp = 0  # protected by aiortc's libsrtp session
         self.first_frame_at: float | None = None
         self.attached_at: float | None = None
 
@@ -194,21 +200,25 @@ class RelayTrack(MediaStreamTrack):
         history = self._history
         payloads = frame.payloads
         last = len(payloads) - 1
-        pack = _HEADER.pack
-        try:
-            for i, payload in enumerate(payloads):
-                header = pack(b0, pt | 0x80 if i == last else pt, seq, timestamp, ssrc)
-                data = protect(header + ext + payload)
-                history[seq % HISTORY] = (seq, data)
-                sendto(data, address)
-                seq = (seq + 1) & 0xFFFF
-        except Exception as exc:  # the socket or SRTP session went away under us
-            self._path = None
-            self.gate.lost()
-            log.debug("router: relay to %s stopped: %r", self.subscription_id, exc)
-            return
-        finally:
-            self._seq = seq
+        rust = self._rust
+        if rust is not None:
+            if not self._send_rust(rust, frame, ext, timestamp, sendto, address):
+                return
+        else:
+            pack = _HEADER.pack
+            try:
+                for i, payload in enumerate(payloads):
+                    header = pack(b0, pt | 0x80 if i == last else pt, seq, timestamp, ssrc)
+                    data = protect(header + ext + payload)
+                    history[seq % HISTORY] = (seq, data)
+                    sendto(data, address)
+                    seq = (seq + 1) & 0xFFFF
+            except Exception as exc:  # the socket or SRTP session went away under us
+                self._stopped(exc)
+                return
+            finally:
+                self._seq = seq
+            self.packets_libsrtp += last + 1
         n = last + 1
         self.packets_forwarded += n
         self.frames_forwarded += 1
@@ -224,12 +234,45 @@ class RelayTrack(MediaStreamTrack):
         assert self._sender is not None
         compat.note_rtp_sent(self._sender, frame.ntp_timestamp, timestamp, frame.size, n)
 
+    def _send_rust(
+        self, rust: Any, frame: RelayFrame, ext: bytes, timestamp: int, sendto: Any, address: Any
+    ) -> bool:
+        """The frame's packets built and protected in one Rust call, then sent; whether
+        they all went out."""
+        seq = self._seq
+        history = self._history
+        try:
+            packets = rust.protect_frame(
+                self._b0, self._pt, seq, timestamp, self._media_ssrc, ext, frame.payloads
+            )
+        except ValueError as exc:  # cannot happen for a well-formed frame: never send it
+            self._stopped(exc)
+            return False
+        # Their SRTP indices are used now, whether or not each packet leaves.
+        self._seq = (seq + len(packets)) & 0xFFFF
+        self.packets_rust += len(packets)
+        try:
+            for data in packets:
+                history[seq % HISTORY] = (seq, data)
+                sendto(data, address)
+                seq = (seq + 1) & 0xFFFF
+        except Exception as exc:  # the socket went away under us
+            self._stopped(exc)
+            return False
+        return True
+
+    def _stopped(self, exc: Exception) -> None:
+        self._path = None
+        self.gate.lost()
+        log.debug("router: relay to %s stopped: %r", self.subscription_id, exc)
+
     def _resolve(self) -> compat.RtpPath | None:
         if self._sender is None:
             return None
         path = compat.rtp_path(self._sender)
         self._path = path
         self._path_transport = path[1] if path else None
+        self._rust = srtp.rust_sender(self._sender, path[0]) if path else None
         return path
 
     async def retransmit(self, sequence_number: int) -> None:
@@ -294,6 +337,10 @@ class RelayTrack(MediaStreamTrack):
             "dropped_overflow": self.gate.dropped_overflow,
             "dropped_waiting_keyframe": self.gate.dropped_waiting,
             "frames_unsent": self.frames_unsent,
+            "srtp_backend": None if self._path is None else "rust" if self._rust else "libsrtp",
+            "srtp_profile": self._rust.profile if self._rust else None,
+            "packets_rust": self.packets_rust,
+            "packets_libsrtp": self.packets_libsrtp,
             "flushes": self.flushes,
             "backlog": self.backlog(),
             "max_backlog": self.max_backlog,
