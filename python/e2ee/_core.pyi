@@ -15,6 +15,7 @@ __all__ = [
     "__version__",
     "aead_decrypt",
     "aead_encrypt",
+    "backend_info",
     "cpu_features",
     "decode_header",
     "derive_key_salt",
@@ -50,6 +51,15 @@ def new_kid(secret_id: int) -> int: ...
 def kid_secret_id(kid: int) -> int: ...
 def self_test() -> int: ...
 def cpu_features() -> list[tuple[str, bool]]: ...
+def backend_info() -> list[tuple[str, str]]:
+    """Which implementation serves each primitive and frame-size class in this process.
+
+    ``(what, who)`` pairs such as ``("HMAC-SHA512, 8 KiB and more", "OpenSSL (...)")``,
+    then ``("chosen by", ...)``.  AES-CTR and HMAC are taken, per size class, from
+    whichever of RustCrypto, AWS-LC and OpenSSL measured fastest on this CPU at the first
+    CTR-HMAC key of the process (a few ms, once); calling this runs that measurement
+    if no key has yet.  Every candidate computes the same bytes.
+    """
 
 @final
 class Encryptor:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from e2ee.tools.bench import _measure, crypto, crypto_timing
+from e2ee.tools.bench import _measure, crypto, crypto_floor, crypto_report, crypto_timing
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STATS_KEYS = {"median", "p25", "p75", "min", "max", "n"}
@@ -61,16 +61,22 @@ def test_quick_json_is_complete(quick_run: tuple[str, str, dict[str, Any], Path]
     assert doc["machine"]["python"].count(".") == 2
     assert doc["e2ee"]["version"]
     assert doc["e2ee"]["backend"]
+    info = doc["e2ee"]["backend_info"]
+    assert any(k.startswith("HMAC-SHA512") for k in info)
+    assert all(isinstance(v, str) and v for v in info.values())
     assert isinstance(doc["e2ee"]["cpu_features"], dict)
     assert doc["date"].startswith("20")
 
     got = {(r["suite"], r["size"], r["op"], r["impl"]) for r in doc["results"]}
+    impls = ["e2ee", "e2ee_into", "media", "baseline"]
+    if doc["floor"]["available"]:
+        impls.append("floor")
     want = {
         (suite, size, op, impl)
         for suite in settings["suites"]
         for size in settings["sizes"]
         for op in ("encrypt", "decrypt")
-        for impl in ("e2ee", "media", "baseline")
+        for impl in impls
     }
     assert got == want
     assert len(doc["results"]) == len(want)
@@ -81,6 +87,11 @@ def test_quick_json_is_complete(quick_run: tuple[str, str, dict[str, Any], Path]
         assert r["ratio_to_baseline"] > 0
         if r["impl"] == "baseline":
             assert r["ratio_to_baseline"] == 1
+        if r["impl"] == "floor":
+            assert r["call_overhead_us"] > 0
+            assert r["net_us"] is None or r["net_us"] > 0
+        if r["impl"] in ("e2ee", "e2ee_into") and "vs_floor" in r:
+            assert r["vs_floor"] > 0
         # MB/s is bytes per µs.
         assert r["mb_per_s"]["median"] == pytest.approx(r["size"] / r["us"]["median"])
 
@@ -103,8 +114,16 @@ def test_quick_prints_a_table_and_progress(
     assert "e2ee µs" in lines[0]
     assert "baseline µs" in lines[0]
     rows = [line for line in lines if line.startswith("|") and line.split("|")[3].strip()]
-    assert sum(" encrypt " in r or " decrypt " in r for r in rows) == 4  # 2 suites x 2 ops
+    tables = 1 if crypto_floor.load() is None else 2  # against the baseline, the floor
+    assert sum(" encrypt " in r or " decrypt " in r for r in rows) == 4 * tables  # 2 suites x 2 ops
     assert "2 threads MB/s" in stdout
+    assert "e2ee backend on this CPU: AES-CTR" in stdout
+    if crypto_floor.load() is None:
+        assert "No libcrypto floor in this run" in stdout
+    else:
+        assert "Against the floor:" in stdout
+        assert "into / floor" in stdout  # the floor table's header
+        assert "goal: not measured in this run" in stdout  # --quick times 1,200 B only
     assert "suite 6" in stderr  # progress goes to stderr
     assert "suite 5" in stderr
 
@@ -193,3 +212,66 @@ def test_machine_info_and_json(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["machine"] == info
     with pytest.raises(ValueError, match="JSON compliant"):
         _measure.write_json(path, {"x": float("nan")})
+
+
+def test_floor_goals_are_printed_and_kept(tmp_path: Path) -> None:
+    """At the goal sizes every operation gets a goal line and a JSON entry (values free)."""
+    pytest.importorskip("cryptography")
+    if crypto_floor.load() is None:
+        pytest.skip(str(crypto_floor.unavailable_reason()))
+    out = tmp_path / "crypto.json"
+    proc = bench(
+        "--quick", "--suites", "6", "--sizes", "100,1M", "--repeat", "3", "--json", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    floor = doc["floor"]
+    assert floor["available"] is True
+    assert floor["reason"] is None
+    assert floor["version"]
+    assert floor["library"]
+    goals = {(g["size"], g["op"]): g for g in floor["goals"]}
+    assert set(goals) == {(s, op) for s in (100, 1_000_000) for op in ("encrypt", "decrypt")}
+    for (size, _), g in goals.items():
+        assert g["suite"] == 6
+        assert g["limit"] == dict(crypto_timing.FLOOR_GOALS)[size]
+        assert g["met"] in (True, False, None)
+    goal_lines = [line for line in proc.stdout.splitlines() if line.startswith("goal: suite 6")]
+    assert len(goal_lines) == 4
+    assert all(line.endswith(("met", "NOT MET", "floor not resolved")) for line in goal_lines)
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("|     6 |")]
+    assert sum("x |" in r for r in rows) >= 4  # ratios in the floor table (or n/a)
+
+
+def test_no_libcrypto_no_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a libcrypto the run still completes and says why the floor is missing."""
+    pytest.importorskip("cryptography")
+    monkeypatch.setattr(crypto_floor, "_loaded", None)
+    monkeypatch.setattr(crypto_floor, "_reason", "no usable libcrypto (test)")
+    settings = crypto._settings(crypto.build_parser().parse_args(["--quick", "--suites", "6"]))
+    doc = crypto_timing.run(settings)
+    assert doc["floor"] == {
+        "available": False,
+        "reason": "no usable libcrypto (test)",
+        "library": None,
+        "version": None,
+        "goals": [],
+    }
+    assert {r["impl"] for r in doc["results"]} == {"e2ee", "e2ee_into", "media", "baseline"}
+    text = crypto_report.table(doc)
+    assert "No libcrypto floor in this run: no usable libcrypto (test)." in text
+
+
+def test_a_record_from_before_the_floor_still_renders(tmp_path: Path) -> None:
+    """docs/bench/crypto.json predates the floor: its table (without a floor section, as
+    the README quotes it) and plot are still drawn."""
+    record = Path(__file__).resolve().parents[2] / "docs" / "bench" / "crypto.json"
+    doc = json.loads(record.read_text())
+    doc.pop("floor", None)
+    text = crypto_report.table(doc)
+    assert "e2ee µs" in text.splitlines()[0]
+    assert "floor" not in text
+    assert "2 threads MB/s" in text
+    pytest.importorskip("matplotlib")
+    crypto_report.plot(doc, tmp_path / "old.png")
+    assert (tmp_path / "old.png").read_bytes().startswith(PNG_SIGNATURE)

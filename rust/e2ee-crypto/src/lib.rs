@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backend;
 mod error;
 pub mod header;
 mod kat;
@@ -18,6 +19,7 @@ pub mod secret;
 pub mod sframe;
 pub mod suite;
 
+pub use backend::backend_info;
 pub use error::{Error, Result};
 pub use header::Header;
 pub use media::{Codec, FrameReceiver, FrameSender, ReceiverStats};

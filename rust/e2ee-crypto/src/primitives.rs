@@ -1,30 +1,49 @@
 //! The only module that touches crypto crates: AES-CTR, HMAC, AES-GCM, HKDF and PBKDF2,
 //! each key schedule set up once per key.  Everything above it is crate-neutral.
 //!
-//! Which crate does what was measured, not assumed (docs/crypto-backend.md): RustCrypto
-//! for AES-CTR (VAES, 11 GB/s), HKDF, PBKDF2 and HMAC on frames under 4 KiB (the
-//! default suite's cost: 20% faster than AWS-LC at 100 B); AWS-LC for HMAC on larger
-//! inputs (10% faster) and for AES-GCM, whose VAES/VPCLMULQDQ code is 3.5 times
-//! RustCrypto's at 1 MB.
+//! AES-CTR and HMAC (the CTR-HMAC suites' whole cost) come from whichever of RustCrypto,
+//! AWS-LC and OpenSSL is fastest on this CPU for the frame's size: the fastest differs by
+//! CPU, not just by vendor (docs/crypto-backend.md), so `backend` measures them once per
+//! process and this module keys every candidate and calls the chosen one.  All compute
+//! the same bytes; a test holds them to it.  AES-GCM is AWS-LC's (VAES/VPCLMULQDQ, 3.5
+//! times RustCrypto at 1 MB); HKDF and PBKDF2 are RustCrypto's.
 
 use core::num::NonZeroU32;
 
 use aes::cipher::{InnerIvInit, KeyInit, StreamCipher, StreamCipherCoreWrapper};
 use aes::{Aes128, Aes256};
 use aws_lc_rs::aead as lc;
+use aws_lc_rs::cipher as lc_cipher;
 use aws_lc_rs::hmac as lc_hmac;
 use ctr::CtrCore;
 use ctr::flavors::Ctr32BE;
 use hmac::{Hmac, Mac};
+use openssl::hash::{Hasher, MessageDigest};
 use sha2::{Sha256, Sha512};
 
+use crate::backend::{self, Impl};
 use crate::error::{Error, Result};
 use crate::sframe::{MAX_TAG_LEN, copy_prefix, join_aad};
 use crate::suite::{Aead, CipherSuite, Hash};
 
-pub(crate) const BACKEND: &str = "RustCrypto aes 0.9 / hmac 0.13 / sha2 0.11 \
-     (AES-CTR, HMAC under 4 KiB, HKDF, PBKDF2); aws-lc-rs 1.19 (AES-GCM, HMAC from 4 KiB)";
+pub(crate) const BACKEND: &str = "per primitive and frame size, the fastest here of \
+     RustCrypto (aes 0.9, hmac 0.13, sha2 0.11), aws-lc-rs 1.19 and OpenSSL 3 (openssl 0.10, \
+     vendored), measured at first use (backend_info()); AES-GCM: aws-lc-rs; HKDF, PBKDF2: \
+     RustCrypto";
 
+/// The name and version of each candidate, for `backend_info`.
+pub(crate) fn impl_name(imp: Impl) -> &'static str {
+    match imp {
+        Impl::RustCrypto => "RustCrypto",
+        Impl::AwsLc => "aws-lc-rs",
+        Impl::OpenSsl => "OpenSSL",
+    }
+}
+
+/// The version string of the OpenSSL built into this library.
+pub(crate) fn openssl_version() -> &'static str {
+    openssl::version::version()
+}
 /// An HKDF pseudo-random key (RFC 5869 §2.2).
 pub(crate) enum Prk {
     Sha256(hkdf::Hkdf<Sha256>),
@@ -60,34 +79,209 @@ pub(crate) fn pbkdf2_hmac_sha256(password: &[u8], salt: &[u8], iterations: u32, 
     pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, n.get(), out);
 }
 
+/// AES-CTR keyed once in RustCrypto and, if it serves any size class, in AWS-LC (each
+/// zeroizes its key schedule on drop).
+pub(crate) struct CtrKey {
+    rc: Aes,
+    lc: Option<lc_cipher::EncryptingKey>,
+}
+
 /// AES with its round keys expanded (zeroized on drop by the `aes` crate).
-pub(crate) enum Aes {
+enum Aes {
     Aes128(Aes128),
     Aes256(Aes256),
 }
 
-/// HMAC keyed once, in both implementations: RustCrypto's is faster on media-sized
-/// frames (660 vs 816 ns at 100 B, suite 6), AWS-LC's assembly on large ones (1.42 vs
-/// 1.58 ms at 1 MB); the crossover measured here lies between 1.2 and 10 KB.
-pub(crate) struct HmacKey {
-    small: SmallMac,
-    large: lc_hmac::Key,
+impl CtrKey {
+    /// `uses(imp)`: whether `imp` may be asked for; RustCrypto is always keyed.
+    pub(crate) fn new(enc_key: &[u8], uses: impl Fn(Impl) -> bool) -> Option<Self> {
+        let (rc, alg) = match enc_key.len() {
+            16 => (
+                Aes::Aes128(Aes128::new_from_slice(enc_key).ok()?),
+                &lc_cipher::AES_128,
+            ),
+            32 => (
+                Aes::Aes256(Aes256::new_from_slice(enc_key).ok()?),
+                &lc_cipher::AES_256,
+            ),
+            _ => return None,
+        };
+        let lc = if uses(Impl::AwsLc) {
+            let key = lc_cipher::UnboundCipherKey::new(alg, enc_key)
+                .and_then(lc_cipher::EncryptingKey::ctr)
+                .ok()?;
+            Some(key)
+        } else {
+            None
+        };
+        Some(CtrKey { rc, lc })
+    }
+
+    /// AES-CTR from the counter block `nonce || 0x00000000`, incrementing the low 32 bits
+    /// (RFC 9605 §4.5.1).  A frame is at most 2^32 blocks (`MAX_PLAINTEXT_LEN`), so the
+    /// counter never wraps, and AWS-LC's 128-bit increment gives the same keystream.
+    pub(crate) fn xor(&self, imp: Impl, nonce: &[u8; 12], buf: &mut [u8]) {
+        let mut block = [0u8; 16];
+        block[..12].copy_from_slice(nonce);
+        if let (Impl::AwsLc, Some(lc)) = (imp, &self.lc) {
+            let iv = lc_cipher::EncryptionContext::Iv128(block.into());
+            if lc.less_safe_encrypt(buf, iv).is_err() {
+                // Refused before touching `buf` (a context of the wrong kind, which
+                // cannot happen); fail closed rather than leave plaintext behind.
+                buf.fill(0);
+            }
+            return;
+        }
+        match &self.rc {
+            Aes::Aes128(k) => StreamCipherCoreWrapper::from_core(
+                CtrCore::<&Aes128, Ctr32BE>::inner_iv_init(k, &block.into()),
+            )
+            .apply_keystream(buf),
+            Aes::Aes256(k) => StreamCipherCoreWrapper::from_core(
+                CtrCore::<&Aes256, Ctr32BE>::inner_iv_init(k, &block.into()),
+            )
+            .apply_keystream(buf),
+        }
+    }
 }
 
-/// RustCrypto HMAC with the ipad/opad states computed once; cloned per frame.
-enum SmallMac {
+/// HMAC keyed once in RustCrypto and in each other candidate that serves a size class:
+/// the ipad/opad states are computed here and only copied per frame.  OpenSSL's
+/// contexts are wiped by OpenSSL when freed.
+pub(crate) struct HmacKey {
+    hash: Hash,
+    rc: RcMac,
+    lc: Option<lc_hmac::Key>,
+    /// `H(K XOR ipad)` and `H(K XOR opad)` as started digests (RFC 2104); `None` if
+    /// OpenSSL could not allocate them, and then another candidate serves.
+    ossl: Option<(Hasher, Hasher)>,
+}
+
+enum RcMac {
     Sha256(Hmac<Sha256>),
     Sha512(Hmac<Sha512>),
 }
 
-/// Bytes authenticated from which AWS-LC's HMAC is used.
-const LARGE_MAC_INPUT: usize = 4096;
+/// A full-length HMAC output (64 bytes for SHA-512, 32 used for SHA-256).
+pub(crate) type FullTag = [u8; 64];
+
+impl HmacKey {
+    /// `uses(imp)`: whether `imp` may be asked for; RustCrypto is always keyed.
+    pub(crate) fn new(hash: Hash, key: &[u8], uses: impl Fn(Impl) -> bool) -> Option<Self> {
+        let (rc, lc_alg, md, block) = match hash {
+            Hash::Sha256 => (
+                RcMac::Sha256(<Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()?),
+                lc_hmac::HMAC_SHA256,
+                MessageDigest::sha256(),
+                64,
+            ),
+            Hash::Sha512 => (
+                RcMac::Sha512(<Hmac<Sha512> as KeyInit>::new_from_slice(key).ok()?),
+                lc_hmac::HMAC_SHA512,
+                MessageDigest::sha512(),
+                128,
+            ),
+        };
+        Some(HmacKey {
+            hash,
+            rc,
+            lc: uses(Impl::AwsLc).then(|| lc_hmac::Key::new(lc_alg, key)),
+            ossl: if uses(Impl::OpenSsl) {
+                openssl_pads(md, block, key)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub(crate) fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    /// `HMAC(key, parts[0] || parts[1] || ...)` with the candidate `imp` (RustCrypto's
+    /// if `imp` was not keyed: the same bytes).
+    pub(crate) fn tag(&self, imp: Impl, parts: &[&[u8]]) -> FullTag {
+        let mut out = [0u8; 64];
+        match imp {
+            Impl::OpenSsl => {
+                if let Some(t) = self.ossl.as_ref().and_then(|p| openssl_hmac(p, parts)) {
+                    return t;
+                }
+                // OpenSSL failed (out of memory): the same tag from RustCrypto.
+                return self.tag(Impl::RustCrypto, parts);
+            }
+            Impl::AwsLc => {
+                let Some(lc) = &self.lc else {
+                    return self.tag(Impl::RustCrypto, parts);
+                };
+                let mut m = lc_hmac::Context::with_key(lc);
+                for part in parts {
+                    m.update(part);
+                }
+                copy_prefix(&mut out, m.sign().as_ref());
+            }
+            Impl::RustCrypto => match &self.rc {
+                RcMac::Sha256(k) => {
+                    let mut m = k.clone();
+                    for part in parts {
+                        m.update(part);
+                    }
+                    copy_prefix(&mut out, &m.finalize().into_bytes());
+                }
+                RcMac::Sha512(k) => {
+                    let mut m = k.clone();
+                    for part in parts {
+                        m.update(part);
+                    }
+                    copy_prefix(&mut out, &m.finalize().into_bytes());
+                }
+            },
+        }
+        out
+    }
+}
+
+/// The two started digests of RFC 2104 §2: `K XOR ipad` and `K XOR opad`, the key
+/// zero-padded to the block size (callers pass keys no longer than a block).
+fn openssl_pads(md: MessageDigest, block: usize, key: &[u8]) -> Option<(Hasher, Hasher)> {
+    let mut padded = zeroize::Zeroizing::new([0u8; 128]);
+    let padded = padded.get_mut(..block)?;
+    if key.len() > block {
+        return None;
+    }
+    copy_prefix(padded, key);
+    let mut start = |pad: u8| -> Option<Hasher> {
+        let mut h = Hasher::new(md).ok()?;
+        padded.iter_mut().for_each(|b| *b ^= pad);
+        let ok = h.update(padded).is_ok();
+        padded.iter_mut().for_each(|b| *b ^= pad);
+        ok.then_some(h)
+    };
+    Some((start(0x36)?, start(0x5c)?))
+}
+
+fn openssl_hmac((inner, outer): &(Hasher, Hasher), parts: &[&[u8]]) -> Option<FullTag> {
+    let mut h = inner.clone();
+    for part in parts {
+        h.update(part).ok()?;
+    }
+    let digest = h.finish().ok()?;
+    let mut h = outer.clone();
+    h.update(&digest).ok()?;
+    let mut out = [0u8; 64];
+    copy_prefix(&mut out, &h.finish().ok()?);
+    Some(out)
+}
 
 /// A suite's AEAD with its key schedule expanded.  One lives as long as its KID, so
 /// the size gap between the variants costs nothing worth a heap indirection per frame.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum AeadKey {
-    CtrHmac { aes: Aes, mac: HmacKey, nt: usize },
+    CtrHmac {
+        ctr: CtrKey,
+        mac: HmacKey,
+        nt: usize,
+    },
     Gcm(lc::LessSafeKey),
 }
 
@@ -106,35 +300,18 @@ impl AeadKey {
         if key.len() != suite.nk() {
             return Err(key_error(suite));
         }
-        let bad = |_| key_error(suite);
         match suite.aead() {
             Aead::CtrHmac => {
+                // The one-off measurement runs here, at key setup, not on a first frame;
+                // only the candidates it chose are keyed.
+                let choice = backend::choice();
                 let (enc_key, auth_key) = key.split_at(suite.nka());
-                let aes = match suite.nka() {
-                    16 => Aes::Aes128(Aes128::new_from_slice(enc_key).map_err(bad)?),
-                    _ => Aes::Aes256(Aes256::new_from_slice(enc_key).map_err(bad)?),
-                };
-                let (small, lc_alg) = match suite.hash() {
-                    Hash::Sha256 => (
-                        SmallMac::Sha256(
-                            <Hmac<Sha256> as KeyInit>::new_from_slice(auth_key).map_err(bad)?,
-                        ),
-                        lc_hmac::HMAC_SHA256,
-                    ),
-                    Hash::Sha512 => (
-                        SmallMac::Sha512(
-                            <Hmac<Sha512> as KeyInit>::new_from_slice(auth_key).map_err(bad)?,
-                        ),
-                        lc_hmac::HMAC_SHA512,
-                    ),
-                };
-                let mac = HmacKey {
-                    small,
-                    large: lc_hmac::Key::new(lc_alg, auth_key),
-                };
+                let hash = suite.hash();
+                let ctr = CtrKey::new(enc_key, |imp| choice.uses_ctr(imp));
+                let mac = HmacKey::new(hash, auth_key, |imp| choice.uses_mac(hash, imp));
                 Ok(AeadKey::CtrHmac {
-                    aes,
-                    mac,
+                    ctr: ctr.ok_or_else(|| key_error(suite))?,
+                    mac: mac.ok_or_else(|| key_error(suite))?,
                     nt: suite.nt(),
                 })
             }
@@ -160,8 +337,9 @@ impl AeadKey {
     ) -> [u8; MAX_TAG_LEN] {
         let mut tag = [0u8; MAX_TAG_LEN];
         match self {
-            AeadKey::CtrHmac { aes, mac, nt } => {
-                ctr_xor(aes, nonce, buf);
+            AeadKey::CtrHmac { ctr, mac, nt } => {
+                let choice = backend::choice();
+                ctr.xor(choice.ctr(buf.len()), nonce, buf);
                 let full = ctr_hmac_tag(mac, *nt, nonce, header, metadata, buf);
                 copy_prefix(&mut tag, full.get(..*nt).unwrap_or_default());
             }
@@ -195,7 +373,7 @@ impl AeadKey {
         out: &mut [u8],
     ) -> Result<()> {
         match self {
-            AeadKey::CtrHmac { aes, mac, nt } => {
+            AeadKey::CtrHmac { ctr, mac, nt } => {
                 let full = ctr_hmac_tag(mac, *nt, nonce, header, metadata, ct);
                 let expected = full.get(..*nt).ok_or(Error::Authentication)?;
                 if tag.len() != expected.len()
@@ -204,7 +382,7 @@ impl AeadKey {
                     return Err(Error::Authentication);
                 }
                 out.copy_from_slice(ct);
-                ctr_xor(aes, nonce, out);
+                ctr.xor(backend::choice().ctr(out.len()), nonce, out);
                 Ok(())
             }
             AeadKey::Gcm(key) => {
@@ -221,27 +399,6 @@ impl AeadKey {
     }
 }
 
-/// AES-CTR from the counter block `nonce || 0x00000000`, incrementing the low 32 bits
-/// (RFC 9605 §4.5.1).  A frame is at most 2^32 blocks (`MAX_PLAINTEXT_LEN`), so the
-/// counter never wraps.
-fn ctr_xor(aes: &Aes, nonce: &[u8; 12], buf: &mut [u8]) {
-    let mut block = [0u8; 16];
-    block[..12].copy_from_slice(nonce);
-    match aes {
-        Aes::Aes128(k) => StreamCipherCoreWrapper::from_core(
-            CtrCore::<&Aes128, Ctr32BE>::inner_iv_init(k, &block.into()),
-        )
-        .apply_keystream(buf),
-        Aes::Aes256(k) => StreamCipherCoreWrapper::from_core(
-            CtrCore::<&Aes256, Ctr32BE>::inner_iv_init(k, &block.into()),
-        )
-        .apply_keystream(buf),
-    }
-}
-
-/// A full-length HMAC output (64 bytes for SHA-512, 32 used for SHA-256).
-type FullTag = [u8; 64];
-
 /// `HMAC(auth_key, len(AAD) || len(CT) || Nt || nonce || AAD || CT)`, lengths as 64-bit
 /// big-endian integers and AAD = header || metadata (RFC 9605 §4.5.1, compute_tag).
 fn ctr_hmac_tag(
@@ -257,77 +414,52 @@ fn ctr_hmac_tag(
     prefix[8..16].copy_from_slice(&(ct.len() as u64).to_be_bytes());
     prefix[16..24].copy_from_slice(&(nt as u64).to_be_bytes());
     prefix[24..].copy_from_slice(nonce);
-    let parts = [&prefix[..], header, metadata, ct];
-    if ct.len() >= LARGE_MAC_INPUT {
-        mac_large(&mac.large, &parts)
-    } else {
-        mac_small(&mac.small, &parts)
-    }
-}
-
-fn mac_large(key: &lc_hmac::Key, parts: &[&[u8]]) -> FullTag {
-    let mut m = lc_hmac::Context::with_key(key);
-    for part in parts {
-        m.update(part);
-    }
-    let mut out = [0u8; 64];
-    copy_prefix(&mut out, m.sign().as_ref());
-    out
-}
-
-fn mac_small(key: &SmallMac, parts: &[&[u8]]) -> FullTag {
-    let mut out = [0u8; 64];
-    match key {
-        SmallMac::Sha256(k) => {
-            let mut m = k.clone();
-            for part in parts {
-                m.update(part);
-            }
-            copy_prefix(&mut out, &m.finalize().into_bytes());
-        }
-        SmallMac::Sha512(k) => {
-            let mut m = k.clone();
-            for part in parts {
-                m.update(part);
-            }
-            copy_prefix(&mut out, &m.finalize().into_bytes());
-        }
-    }
-    out
+    let imp = backend::choice().mac(mac.hash(), ct.len());
+    mac.tag(imp, &[&prefix[..], header, metadata, ct])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Both HMAC implementations give the same tag, on both sides of the switch.
+    /// Every candidate computes the same HMAC and the same keystream, on every size class.
     #[test]
-    fn the_two_hmac_paths_agree() {
-        for suite in [
-            CipherSuite::Aes128CtrHmacSha256_80,
-            CipherSuite::Aes256CtrHmacSha512_80,
-        ] {
-            let key: Vec<u8> = (0..suite.nk() as u8).collect();
-            let AeadKey::CtrHmac { mac, .. } = AeadKey::new(suite, &key).unwrap() else {
-                panic!("a CTR-HMAC suite");
-            };
-            for n in [
-                0,
-                1,
-                127,
-                128,
-                1200,
-                LARGE_MAC_INPUT - 1,
-                LARGE_MAC_INPUT,
-                70_000,
-            ] {
+    fn the_candidates_agree() {
+        for (hash, key_len) in [(Hash::Sha256, 32), (Hash::Sha512, 64)] {
+            let key: Vec<u8> = (0..key_len as u8).collect();
+            let mac = HmacKey::new(hash, &key, |_| true).unwrap();
+            assert!(mac.ossl.is_some());
+            for n in [0, 1, 127, 128, 511, 512, 1200, 8191, 8192, 70_000] {
                 let ct: Vec<u8> = (0..n).map(|i| i as u8).collect();
                 let parts: [&[u8]; 3] = [b"prefix", b"header", &ct];
-                assert_eq!(
-                    mac_small(&mac.small, &parts),
-                    mac_large(&mac.large, &parts),
-                    "n={n}"
-                );
+                let rc = mac.tag(Impl::RustCrypto, &parts);
+                for imp in Impl::ALL {
+                    assert_eq!(rc, mac.tag(imp, &parts), "{imp:?} n={n}");
+                }
+            }
+        }
+        // A candidate that was not keyed answers with RustCrypto's (same) bytes.
+        let key = [9u8; 64];
+        let only_rc = HmacKey::new(Hash::Sha512, &key, |_| false).unwrap();
+        assert!(only_rc.lc.is_none() && only_rc.ossl.is_none());
+        let all = HmacKey::new(Hash::Sha512, &key, |_| true).unwrap();
+        for imp in Impl::ALL {
+            assert_eq!(only_rc.tag(imp, &[b"m"]), all.tag(imp, &[b"m"]));
+        }
+        for key_len in [16, 32] {
+            let key: Vec<u8> = (0..key_len as u8).collect();
+            let ctr = CtrKey::new(&key, |_| true).unwrap();
+            let nonce = [7u8; 12];
+            for n in [0, 1, 15, 16, 17, 511, 512, 1200, 8191, 8192, 70_000] {
+                let mut want: Vec<u8> = (0..n).map(|i| (i * 3) as u8).collect();
+                let plain = want.clone();
+                ctr.xor(Impl::RustCrypto, &nonce, &mut want);
+                assert!(n == 0 || want != plain, "n={n}");
+                for imp in crate::backend::CTR_CANDIDATES {
+                    let mut got = plain.clone();
+                    ctr.xor(imp, &nonce, &mut got);
+                    assert_eq!(got, want, "{imp:?} n={n}");
+                }
             }
         }
     }

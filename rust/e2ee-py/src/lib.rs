@@ -24,6 +24,13 @@ fn cpu_features() -> Vec<(&'static str, bool)> {
     e2ee_crypto::cpu_features()
 }
 
+/// Which implementation serves each primitive and frame size in this process, as
+/// `(what, who)` pairs; measured once, at the first CTR-HMAC key (or here).
+#[pyfunction]
+fn backend_info() -> Vec<(String, String)> {
+    e2ee_crypto::backend_info()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BACKEND", e2ee_crypto::BACKEND)?;
@@ -47,5 +54,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(secret::kid_secret_id, m)?)?;
     m.add_function(wrap_pyfunction!(self_test, m)?)?;
     m.add_function(wrap_pyfunction!(cpu_features, m)?)?;
+    m.add_function(wrap_pyfunction!(backend_info, m)?)?;
     Ok(())
 }
