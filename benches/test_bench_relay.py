@@ -8,6 +8,8 @@ aiortc peers negotiate):
 * ``e2ee-rust``: :meth:`e2ee.sfu.egress.RelayTrack.send`, the router's path, with its
   Rust SRTP sender (e2ee._srtp: the frame's packets built and protected in one call),
   then ``sendto`` per packet;
+* ``e2ee-rust-mmsg``: the same on a real asyncio datagram transport (the router's kind):
+  the frame built, protected and written in one Rust call, one ``sendmmsg(2)``;
 * ``e2ee``: the same path protecting with aiortc's libsrtp session (pylibsrtp), packet by
   packet: the router's fallback, and its path before e2ee._srtp;
 * ``aiortc``: what aiortc's sender does for the same packets (``RtpPacket`` with
@@ -21,6 +23,7 @@ a real UDP socket on loopback; the receiving socket is drained between rounds.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Callable
@@ -109,7 +112,7 @@ def _parameters(kind: str) -> RTCRtpSendParameters:
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("kind", ["video", "audio"])
-@pytest.mark.parametrize("path", ["e2ee-rust", "e2ee", "aiortc"])
+@pytest.mark.parametrize("path", ["e2ee-rust-mmsg", "e2ee-rust", "e2ee", "aiortc"])
 def test_relay_frame(
     benchmark: BenchmarkFixture,
     monkeypatch: pytest.MonkeyPatch,
@@ -124,6 +127,12 @@ def test_relay_frame(
     key = os.urandom(key_len)
     session = _session(profile, key)
     op: Callable[[], Any]
+    loop = asyncio.new_event_loop()
+    transport: Any = sock
+    if path == "e2ee-rust-mmsg":
+        transport, _ = loop.run_until_complete(
+            loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        )
     if path.startswith("e2ee"):
         forwarder = SimpleNamespace(
             kind=kind, video=kind == "video", totals=Totals(), track_id="t", relays=set()
@@ -132,9 +141,11 @@ def test_relay_frame(
         relay._configure(_parameters(kind))
         relay._sender = SimpleNamespace()  # type: ignore[assignment]
         relay.gate = FrameGate(256, False)  # no key frame wait: measure the send path
-        monkeypatch.setattr(compat, "rtp_path", lambda s: (session.protect, sock, sock.address))
+        monkeypatch.setattr(
+            compat, "rtp_path", lambda s: (session.protect, transport, sock.address)
+        )
         split = len(key) - (14 if profile == "aes128cm" else 12)
-        rust = _srtp.SrtpSender(name, key[:split], key[split:]) if path == "e2ee-rust" else None
+        rust = _srtp.SrtpSender(name, key[:split], key[split:]) if "rust" in path else None
         monkeypatch.setattr(srtp, "rust_sender", lambda s, protect: rust)
         monkeypatch.setattr(compat, "note_rtp_sent", lambda *a: None)
         frame = RelayFrame(payloads, 3000, False, 1 << 40)
@@ -163,7 +174,13 @@ def test_relay_frame(
         benchmark.pedantic(op, rounds=3000, warmup_rounds=20, setup=sock.drain)
     finally:
         sock.close()
+        if transport is not sock:
+            transport.close()
+            loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
     if path.startswith("e2ee"):
         stats = relay.stats()
-        backend = "rust" if path == "e2ee-rust" else "libsrtp"
+        backend = "rust" if "rust" in path else "libsrtp"
         assert stats["srtp_backend"] == backend, stats  # the path measured is the one named
+        mmsg = stats["packets_rust"] if path == "e2ee-rust-mmsg" else 0
+        assert stats["packets_mmsg"] == mmsg, stats

@@ -46,3 +46,22 @@ class SrtpSender:
         ``first_seq`` (modulo 2^16), ``timestamp``, ``ssrc``; then ``extension`` (a whole
         header extension block, e.g. ``0xBEDE``, length, elements, padding) and the
         payload."""
+    def send_frame(
+        self,
+        fd: int,
+        address: tuple[str, int] | tuple[str, int, int, int],
+        b0: int,
+        payload_type: int,
+        first_seq: int,
+        timestamp: int,
+        ssrc: int,
+        extension: bytes,
+        payloads: Sequence[Buffer],
+    ) -> tuple[list[bytes], int]:
+        """The packets of :meth:`protect_frame`, then written in ONE ``sendmmsg(2)`` to
+        ``address`` (numeric IPv4 ``(host, port)`` or IPv6 ``(host, port[, flowinfo,
+        scope_id])``) on the non-blocking UDP socket ``fd``, with ``MSG_DONTWAIT`` and
+        the GIL released: the packets and how many of them, from the first, the kernel
+        took.  A full socket buffer (``EAGAIN``, ``ENOBUFS``) takes fewer, or none; any
+        other error of the first datagram is ``OSError`` with its errno (the packets'
+        SRTP indices are used all the same)."""

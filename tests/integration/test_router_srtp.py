@@ -8,6 +8,7 @@ tests/unit/sfu/test_egress_srtp.py."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -60,6 +61,29 @@ async def test_the_subscriber_decodes_what_the_rust_sender_protected(
         assert stats["srtp_profile"] == negotiated
         assert stats["packets_rust"] == stats["packets_forwarded"] > 0
         assert stats["packets_libsrtp"] == 0
+        # Written by the Rust sender's sendmmsg (a loopback socket takes every datagram).
+        assert stats["packets_mmsg"] == stats["packets_rust"]
+
+
+@pytest.mark.asyncio
+async def test_the_subscriber_hears_what_was_relayed_in_rtcp_sr(cleanup: list[Any]) -> None:
+    """The relay notes its counts on the sender every SR_NOTE_INTERVAL at most: the
+    subscriber's view of the router's RTCP SR (RFC 3550 §6.4.1) still counts packets."""
+    router, sub, _ = await relay_through_router(cleanup)
+    for receiver in sub.getReceivers():
+        kind = receiver.track.kind
+        for _ in range(100):  # aiortc sends an SR every 0.5 to 1.5 s
+            reports = [
+                s for s in (await receiver.getStats()).values() if s.type == "remote-outbound-rtp"
+            ]
+            if reports and reports[0].packetsSent > 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"no RTCP SR with packets for {kind}")
+        tracks = router.stats()["subscriptions"]["bob"]["tracks"].values()
+        forwarded = {t["kind"]: t["packets_forwarded"] for t in tracks}[kind]
+        assert 0 < reports[0].packetsSent <= forwarded
 
 
 @pytest.mark.asyncio

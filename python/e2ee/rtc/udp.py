@@ -6,6 +6,12 @@ asyncio's selector loop reads one datagram per socket per loop iteration
 for one that reads up to :data:`DRAIN_BATCH`, each datagram handled exactly as asyncio
 handles it.  Why this matters for ICE consent: :mod:`e2ee.rtc.compat`, "draining ICE
 sockets".
+
+The router writes a frame's packets to a subscriber's socket itself, in one
+``sendmmsg(2)`` (:meth:`e2ee._srtp.SrtpSender.send_frame`), but only while asyncio's
+user-space send buffer of that socket is empty, so that no datagram overtakes one
+asyncio still holds: :func:`datagram_fd` and :func:`direct_send_ok` tell, without the
+per-call cost of ``get_write_buffer_size()`` (a generator over the buffer from 3.12).
 """
 
 from __future__ import annotations
@@ -15,7 +21,13 @@ import weakref
 from asyncio import selector_events
 from typing import Any
 
-__all__ = ["DRAIN_BATCH", "drain_transport"]
+__all__ = [
+    "DRAIN_BATCH",
+    "buffered_bytes",
+    "datagram_fd",
+    "direct_send_ok",
+    "drain_transport",
+]
 
 #: Datagrams read per readiness event of an ICE socket (asyncio's own reader reads one):
 #: enough for a 100 ms loop turn to read 160 packets a second from one socket, while one
@@ -60,3 +72,25 @@ def drain_transport(transport: Any, batch: int) -> bool:
     loop._add_reader(transport._sock_fd, read_ready)
     _DRAINED.add(transport)
     return True
+
+
+def datagram_fd(transport: Any) -> int | None:
+    """The socket's file descriptor of an open selector datagram transport, for writing
+    to it directly while :func:`direct_send_ok`; ``None`` for any other transport."""
+    if not isinstance(transport, _SELECTOR_DATAGRAM) or transport.is_closing():
+        return None
+    fd: int = transport._sock_fd
+    return fd
+
+
+def direct_send_ok(transport: Any) -> bool:
+    """Whether a datagram may be written to the socket of :func:`datagram_fd` now: the
+    transport is not closing (so the fd is still its socket: asyncio closes the socket
+    only after ``_closing`` is set) and its send buffer is empty (so nothing is
+    overtaken).  Only for a transport :func:`datagram_fd` accepted."""
+    return not transport._buffer and not transport._closing
+
+
+def buffered_bytes(transport: Any) -> int:
+    """Bytes in a selector datagram transport's send buffer, 0 at no cost when empty."""
+    return int(transport.get_write_buffer_size()) if transport._buffer else 0

@@ -21,11 +21,16 @@ Relaying without repacketizing
     transport (:func:`e2ee.rtc.srtp.rust_sender`, the same keys as aiortc's session),
     or, where there is none, one by one with aiortc's own libsrtp session; then written
     to the ICE pair's socket synchronously (:func:`e2ee.rtc.compat.rtp_path`): no
-    queue, no task switch, no ``RtpPacket`` object.  aiortc's per-frame path
+    queue, no task switch, no ``RtpPacket`` object.  With the Rust sender, while
+    asyncio holds nothing in that socket's send buffer (:mod:`e2ee.rtc.udp`), the same
+    call also writes the whole frame in one ``sendmmsg(2)``; what the kernel does not
+    take then goes through asyncio's ``sendto``, which buffers it in order.  aiortc's per-frame path
     (``track.recv()`` then ``encoder.pack()``) is never used: :meth:`RelayTrack.recv`
     only waits for the end.  NACKs (RFC 4585 §6.2.1) are answered from the last
     :data:`HISTORY` protected packets, resent as they were (never protected again); the
-    sender's RTCP SR counts what was relayed (:func:`e2ee.rtc.compat.note_rtp_sent`).
+    sender's RTCP SR counts what was relayed (:func:`e2ee.rtc.compat.note_rtp_sent`,
+    at most every :data:`SR_NOTE_INTERVAL` per relay: the counts add up, the NTP/RTP
+    timestamp pair is the last noted frame's, RFC 3550 §6.4.1).
     ``stats()`` says which SRTP backend a relay uses and counts packets by each.
 """
 
@@ -43,12 +48,12 @@ from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 
-from e2ee.rtc import compat, srtp
+from e2ee.rtc import compat, srtp, udp
 from e2ee.sfu.frames import RelayFrame
 from e2ee.sfu.ingress import Forwarder
 from e2ee.sfu.policy import ACCEPT, DROP, DROP_OLDEST, FLUSH_ACCEPT, FrameGate
 
-__all__ = ["HISTORY", "RelayTrack", "prepare_sender"]
+__all__ = ["HISTORY", "SR_NOTE_INTERVAL", "RelayTrack", "prepare_sender"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,10 @@ log = logging.getLogger(__name__)
 HISTORY = 256
 #: Send backlog (bytes waiting in the socket's user-space buffer) counted as one packet.
 _PACKET_BYTES = 1200
+#: Seconds between two updates of the sender's RTCP SR counters by one relay (aiortc
+#: sends an SR every 0.5 to 1.5 s, rtcrtpsender.py ``_run_rtcp``).
+SR_NOTE_INTERVAL = 0.25
+_SR_NOTE_NTP = int(SR_NOTE_INTERVAL * (1 << 32))  # in 64-bit NTP format (RFC 3550 §4)
 
 _HEADER = struct.Struct("!BBHII")  # V=2 P X CC | M PT | sequence | timestamp | SSRC
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -91,10 +100,19 @@ class RelayTrack(MediaStreamTrack):
         self._ext_head = b""  # one-byte extension block up to the abs-send-time value
         self._ext_pad = b""
         self._ast_id = 0
+        self._ast_tag = 0  # the abs-send-time element's first byte, above its 24-bit value
+        self._ext_fixed = b""  # the whole block when it has no abs-send-time
         self._history: list[tuple[int, bytes] | None] = [None] * HISTORY
         self._path: compat.RtpPath | None = None
         self._path_transport: Any = None
         self._rust: Any = None  # e2ee._srtp.SrtpSender of this transport, if any
+        self._fd: int | None = None  # the transport's socket, to write to it directly
+        # RTCP SR counts not yet noted on the sender (see SR_NOTE_INTERVAL).
+        self._sr_octets = 0
+        self._sr_packets = 0
+        self._sr_ntp = 0
+        self._sr_rtp = 0
+        self._sr_due = 0  # NTP time (64-bit format) of the next note
         # stats
         self.frames_forwarded = 0
         self.bytes_forwarded = 0
@@ -108,6 +126,7 @@ class RelayTrack(MediaStreamTrack):
         self.frames_unsent = 0  # no path to the wire yet (or any more)
         self.packets_rust = 0  # protected by the Rust sender
         self.packets_libsrtp = 0  # protected by aiortc's libsrtp session
+        self.packets_mmsg = 0  # written by the Rust sender's sendmmsg
         self.first_frame_at: float | None = None
         self.attached_at: float | None = None
 
@@ -130,6 +149,8 @@ class RelayTrack(MediaStreamTrack):
         transport = self._path_transport
         if transport is None:
             return 0
+        if self._fd is not None:
+            return udp.buffered_bytes(transport) // _PACKET_BYTES
         return int(transport.get_write_buffer_size()) // _PACKET_BYTES
 
     # -- set-up (prepare_sender, the sender's send()) ----------------------------------
@@ -157,6 +178,8 @@ class RelayTrack(MediaStreamTrack):
             self._b0 = 0x90  # X=1
             self._ext_head = b"\xbe\xde" + words.to_bytes(2, "big") + elements
             self._ext_pad = b"\x00" * (words * 4 - size)
+            self._ext_fixed = self._ext_head + self._ext_pad
+        self._ast_tag = (self._ast_id << 4 | 2) << 24  # RFC 8285 §4.2: ID, length - 1
         self._configured = True
 
     # -- per frame (the forwarder, event loop) -----------------------------------------
@@ -183,28 +206,30 @@ class RelayTrack(MediaStreamTrack):
                 self.gate.lost()  # the next frame this subscriber gets must be a key frame
             return
         protect, transport, address = path
-        sendto = transport.sendto
-        ext = b""
-        if self._b0 & 0x10:
-            ast = frame.abs_send_time
-            if self._ast_id:
-                ext = self._ext_head + bytes(
-                    (self._ast_id << 4 | 2, ast >> 16, (ast >> 8) & 0xFF, ast & 0xFF)
-                )
-            else:
-                ext = self._ext_head
-            ext += self._ext_pad
-        b0, pt, ssrc = self._b0, self._pt, self._media_ssrc
+        if self._ast_id:
+            ext = (
+                self._ext_head
+                + (self._ast_tag | frame.abs_send_time).to_bytes(4, "big")
+                + self._ext_pad
+            )
+        else:
+            ext = self._ext_fixed
         timestamp = (frame.timestamp + self._ts_offset) & 0xFFFFFFFF
-        seq = self._seq
-        history = self._history
         payloads = frame.payloads
         last = len(payloads) - 1
         rust = self._rust
         if rust is not None:
-            if not self._send_rust(rust, frame, ext, timestamp, sendto, address):
+            if self._fd is not None and udp.direct_send_ok(transport):
+                sent = self._send_mmsg(rust, self._fd, frame, ext, timestamp, transport, address)
+            else:
+                sent = self._send_rust(rust, frame, ext, timestamp, transport.sendto, address)
+            if not sent:
                 return
         else:
+            b0, pt, ssrc = self._b0, self._pt, self._media_ssrc
+            seq = self._seq
+            history = self._history
+            sendto = transport.sendto
             pack = _HEADER.pack
             try:
                 for i, payload in enumerate(payloads):
@@ -231,8 +256,23 @@ class RelayTrack(MediaStreamTrack):
         totals.frames_forwarded += 1
         totals.bytes_forwarded += frame.size
         totals.packets_forwarded += n
-        assert self._sender is not None
-        compat.note_rtp_sent(self._sender, frame.ntp_timestamp, timestamp, frame.size, n)
+        self._sr_octets += frame.size
+        self._sr_packets += n
+        self._sr_ntp = frame.ntp_timestamp
+        self._sr_rtp = timestamp
+        # Due, or the clock stepped back (then the old due time would hold notes back).
+        if not 0 < self._sr_due - frame.ntp_timestamp <= _SR_NOTE_NTP:
+            self._sr_due = frame.ntp_timestamp + _SR_NOTE_NTP
+            self._note_sr()
+
+    def _note_sr(self) -> None:
+        """The counts relayed since the last note, and the last frame's NTP/RTP pair, to
+        the sender's next RTCP SR (RFC 3550 §6.4.1)."""
+        if self._sr_packets and self._sender is not None:
+            compat.note_rtp_sent(
+                self._sender, self._sr_ntp, self._sr_rtp, self._sr_octets, self._sr_packets
+            )
+        self._sr_octets = self._sr_packets = 0
 
     def _send_rust(
         self, rust: Any, frame: RelayFrame, ext: bytes, timestamp: int, sendto: Any, address: Any
@@ -261,6 +301,54 @@ class RelayTrack(MediaStreamTrack):
             return False
         return True
 
+    def _send_mmsg(
+        self,
+        rust: Any,
+        fd: int,
+        frame: RelayFrame,
+        ext: bytes,
+        timestamp: int,
+        transport: Any,
+        address: Any,
+    ) -> bool:
+        """The frame's packets built, protected and written in one Rust call (one
+        ``sendmmsg``); what the kernel did not take goes through asyncio (which buffers
+        it, in order).  Whether the frame went out."""
+        seq = self._seq
+        payloads = frame.payloads
+        try:
+            packets, taken = rust.send_frame(
+                fd, address, self._b0, self._pt, seq, timestamp, self._media_ssrc, ext, payloads
+            )
+        except ValueError as exc:  # cannot happen for a well-formed frame: never send it
+            self._stopped(exc)
+            return False
+        except OSError as exc:
+            # The kernel refused the first datagram for another reason than a full
+            # buffer.  The SRTP indices are used; as asyncio's sendto does with such an
+            # error, the protocol hears of it and the datagrams are lost (NACKs for them
+            # go unanswered).
+            self._seq = (seq + len(payloads)) & 0xFFFF
+            self.packets_rust += len(payloads)
+            transport.get_protocol().error_received(exc)
+            return True
+        self._seq = (seq + len(packets)) & 0xFFFF
+        self.packets_rust += len(packets)
+        self.packets_mmsg += taken
+        history = self._history
+        for data in packets:
+            history[seq % HISTORY] = (seq, data)
+            seq = (seq + 1) & 0xFFFF
+        if taken < len(packets):
+            sendto = transport.sendto
+            try:
+                for data in packets[taken:]:
+                    sendto(data, address)
+            except Exception as exc:  # the transport went away under us
+                self._stopped(exc)
+                return False
+        return True
+
     def _stopped(self, exc: Exception) -> None:
         self._path = None
         self.gate.lost()
@@ -273,6 +361,7 @@ class RelayTrack(MediaStreamTrack):
         self._path = path
         self._path_transport = path[1] if path else None
         self._rust = srtp.rust_sender(self._sender, path[0]) if path else None
+        self._fd = udp.datagram_fd(path[1]) if path and self._rust is not None else None
         return path
 
     async def retransmit(self, sequence_number: int) -> None:
@@ -316,6 +405,7 @@ class RelayTrack(MediaStreamTrack):
             return
         self._ended = True
         self._totals.frames_dropped_closed += self.frames_dropped
+        self._note_sr()
         self._path = None
         if self._end_waiter is not None and not self._end_waiter.done():
             self._end_waiter.set_result(None)
@@ -341,6 +431,7 @@ class RelayTrack(MediaStreamTrack):
             "srtp_profile": self._rust.profile if self._rust else None,
             "packets_rust": self.packets_rust,
             "packets_libsrtp": self.packets_libsrtp,
+            "packets_mmsg": self.packets_mmsg,
             "flushes": self.flushes,
             "backlog": self.backlog(),
             "max_backlog": self.max_backlog,

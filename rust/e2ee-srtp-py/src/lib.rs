@@ -1,12 +1,15 @@
 //! `e2ee._srtp`: the thin PyO3 binding of `e2ee-srtp`, the media router's SRTP sender.
 //! Its own extension module, so that the router process never loads `e2ee._core` (the
 //! E2EE crypto); Python code reaches it only through `e2ee.rtc.srtp`.  Every error of
-//! the crate becomes `ValueError`, here and only here.
+//! the crate becomes `ValueError`, here and only here.  `SrtpSender.send_frame` also
+//! writes a frame's packets in one `sendmmsg(2)` (`mmsg.rs`): the only I/O, kept out of
+//! the pure crate.
 
 mod buf;
+mod mmsg;
 
 use e2ee_srtp::{FrameHeader, Profile};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyTuple};
 
@@ -14,6 +17,14 @@ use crate::buf::with_bytes;
 
 fn value_error(e: e2ee_srtp::Error) -> PyErr {
     PyValueError::new_err(e.to_string())
+}
+
+/// An `OSError` with its errno (so Python picks the subclass, e.g. `ConnectionRefusedError`).
+fn os_error(e: std::io::Error) -> PyErr {
+    match e.raw_os_error() {
+        Some(n) => PyOSError::new_err((n, e.to_string())),
+        None => PyOSError::new_err(e.to_string()),
+    }
 }
 
 /// An int argument in `0..=max`: out of range (negative, too large) is `ValueError`,
@@ -89,13 +100,83 @@ impl SrtpSender {
         extension: &Bound<'py, PyAny>,
         payloads: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let packets = self.build_frame(
+            py,
+            b0,
+            payload_type,
+            first_seq,
+            timestamp,
+            ssrc,
+            extension,
+            payloads,
+        )?;
+        PyList::new(py, packets)
+    }
+
+    /// `protect_frame`, then one `sendmmsg(2)` of the packets on the non-blocking UDP
+    /// socket `fd` to `address`: the packets and how many the kernel took.
+    #[allow(clippy::too_many_arguments)]
+    fn send_frame<'py>(
+        &mut self,
+        py: Python<'py>,
+        fd: &Bound<'py, PyAny>,
+        address: &Bound<'py, PyAny>,
+        b0: &Bound<'py, PyAny>,
+        payload_type: &Bound<'py, PyAny>,
+        first_seq: &Bound<'py, PyAny>,
+        timestamp: &Bound<'py, PyAny>,
+        ssrc: &Bound<'py, PyAny>,
+        extension: &Bound<'py, PyAny>,
+        payloads: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, usize)> {
+        let fd = i32::try_from(uint(fd, "fd", i32::MAX as u64)?).unwrap_or(-1);
+        let to = mmsg::socket_addr(address)?;
+        let packets = self.build_frame(
+            py,
+            b0,
+            payload_type,
+            first_seq,
+            timestamp,
+            ssrc,
+            extension,
+            payloads,
+        )?;
+        let sent = {
+            let slices: Vec<&[u8]> = packets.iter().map(|p| p.as_bytes()).collect();
+            // The bytes are immutable and held by `packets`: the GIL is not needed for
+            // the syscall (a few microseconds for a frame), so other threads may run.
+            py.detach(|| mmsg::send_all(fd, to, &slices))
+                .map_err(os_error)?
+        };
+        Ok((PyList::new(py, packets)?, sent))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SrtpSender({:?})", self.inner.profile().name())
+    }
+}
+
+impl SrtpSender {
+    /// The packets of one frame, built and protected (see `protect_frame` in the stub).
+    #[allow(clippy::too_many_arguments)]
+    fn build_frame<'py>(
+        &mut self,
+        py: Python<'py>,
+        b0: &Bound<'py, PyAny>,
+        payload_type: &Bound<'py, PyAny>,
+        first_seq: &Bound<'py, PyAny>,
+        timestamp: &Bound<'py, PyAny>,
+        ssrc: &Bound<'py, PyAny>,
+        extension: &Bound<'py, PyAny>,
+        payloads: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let b0 = u8::try_from(uint(b0, "b0", 0xff)?).unwrap_or(0);
         let pt = u8::try_from(uint(payload_type, "payload_type", 0x7f)?).unwrap_or(0);
         let first = uint(first_seq, "first_seq", 0xffff)?;
         let ts = u32::try_from(uint(timestamp, "timestamp", 0xffff_ffff)?).unwrap_or(0);
         let ssrc = u32::try_from(uint(ssrc, "ssrc", 0xffff_ffff)?).unwrap_or(0);
         let payloads: Vec<Bound<'py, PyAny>> = payloads.try_iter()?.collect::<PyResult<_>>()?;
-        let out = PyList::empty(py);
+        let mut out = Vec::with_capacity(payloads.len());
         with_bytes(extension, |extension| {
             let header = FrameHeader::new(b0, pt, ts, ssrc, extension).map_err(value_error)?;
             let last = payloads.len().saturating_sub(1);
@@ -110,15 +191,11 @@ impl SrtpSender {
                             .map_err(value_error)
                     })
                 })?;
-                out.append(packet)?;
+                out.push(packet);
             }
             Ok(())
         })?;
         Ok(out)
-    }
-
-    fn __repr__(&self) -> String {
-        format!("SrtpSender({:?})", self.inner.profile().name())
     }
 }
 

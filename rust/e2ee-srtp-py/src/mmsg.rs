@@ -1,0 +1,144 @@
+//! One `sendmmsg(2)` of a frame's protected packets to one UDP address.  The socket is
+//! the caller's non-blocking one; with `MSG_DONTWAIT` the kernel takes what fits now and
+//! says how many: the caller sends the rest its own way (asyncio buffers them, in order).
+//!
+//! Straight `libc`, with one `unsafe` call: `nix`'s safe `sendmmsg` reports the count
+//! only through an iterator that reads address slots a send never writes
+//! (`MaybeUninit::assume_init`), and allocates three vectors per call.
+
+use std::io;
+use std::mem::size_of;
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::os::fd::RawFd;
+use std::ptr;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+/// Messages one `sendmmsg(2)` takes at most (Linux `UIO_MAXIOV`); the kernel caps `vlen`
+/// there anyway, the rest go the caller's way.
+const MAX_BATCH: usize = 1024;
+
+/// A Python socket address, as asyncio passes it to `sendto`: `(host, port)` for IPv4,
+/// `(host, port[, flowinfo[, scope_id]])` for IPv6; the host a numeric address (no DNS).
+pub(crate) fn socket_addr(address: &Bound<'_, PyAny>) -> PyResult<SocketAddr> {
+    let bad =
+        || PyValueError::new_err("address must be (numeric host, port[, flowinfo, scope_id])");
+    let tuple = address.cast::<PyTuple>().map_err(|_| bad())?;
+    if !(2..=4).contains(&tuple.len()) {
+        return Err(bad());
+    }
+    let host: String = tuple.get_item(0)?.extract().map_err(|_| bad())?;
+    let port: u16 = tuple.get_item(1)?.extract().map_err(|_| bad())?;
+    // Python may write a link-local scope into the host too ("fe80::1%eth0"): the
+    // number in the tuple is the one the kernel gets.
+    let ip: IpAddr = host
+        .split('%')
+        .next()
+        .unwrap_or("")
+        .parse()
+        .map_err(|_| bad())?;
+    let field = |i: usize| -> PyResult<u32> {
+        match tuple.get_item(i) {
+            Ok(v) => v.extract().map_err(|_| bad()),
+            Err(_) => Ok(0),
+        }
+    };
+    Ok(match ip {
+        IpAddr::V4(_) => SocketAddr::new(ip, port),
+        IpAddr::V6(v6) => SocketAddr::V6(SocketAddrV6::new(v6, port, field(2)?, field(3)?)),
+    })
+}
+
+/// The kernel's form of a socket address.
+enum RawAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl RawAddr {
+    fn new(to: SocketAddr) -> Self {
+        match to {
+            SocketAddr::V4(a) => RawAddr::V4(libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            }),
+            SocketAddr::V6(a) => RawAddr::V6(libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            }),
+        }
+    }
+
+    fn name(&mut self) -> (*mut libc::c_void, libc::socklen_t) {
+        match self {
+            RawAddr::V4(a) => (
+                ptr::from_mut(a).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            RawAddr::V6(a) => (
+                ptr::from_mut(a).cast(),
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            ),
+        }
+    }
+}
+
+/// Send `packets` to `to` on `fd` in one `sendmmsg(2)`, without blocking: how many the
+/// kernel took, from the first.  A full socket buffer (`EAGAIN`, `ENOBUFS`) or a signal
+/// (`EINTR`) before the first datagram is 0 taken; any other error is returned.  (Past
+/// the first datagram the kernel reports an error by returning the count so far.)
+pub(crate) fn send_all(fd: RawFd, to: SocketAddr, packets: &[&[u8]]) -> io::Result<usize> {
+    let packets = packets.get(..packets.len().min(MAX_BATCH)).unwrap_or(&[]);
+    if packets.is_empty() {
+        return Ok(0);
+    }
+    let mut addr = RawAddr::new(to);
+    let (name, namelen) = addr.name();
+    let mut iovs: Vec<libc::iovec> = packets
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr().cast_mut().cast(),
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| libc::mmsghdr {
+            msg_hdr: libc::msghdr {
+                msg_name: name,
+                msg_namelen: namelen,
+                msg_iov: ptr::from_mut(iov),
+                msg_iovlen: 1,
+                msg_control: ptr::null_mut(),
+                msg_controllen: 0,
+                msg_flags: 0,
+            },
+            msg_len: 0,
+        })
+        .collect();
+    let vlen = libc::c_uint::try_from(msgs.len()).unwrap_or(0);
+    // SAFETY: `msgs` holds `vlen` initialised headers; each points at one `iovec` of
+    // `iovs` (which describes a live, immutable packet slice: the kernel only reads it)
+    // and at `addr` with its exact length, and all of them outlive the call.  No
+    // control data.  The kernel writes only each header's `msg_len`.
+    let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), vlen, libc::MSG_DONTWAIT) };
+    if rc >= 0 {
+        return Ok(usize::try_from(rc).unwrap_or(0));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => Ok(0),
+        _ => Err(err),
+    }
+}
