@@ -9,8 +9,9 @@
   :func:`start_session` (a server plus the one session a bench runs in) and
   :func:`stop_all`;
 * :func:`pin`: CPU affinity (the router on one CPU, the load generators on the others);
-* :func:`cpu_seconds`, :func:`rss_bytes`, :func:`machine_times`: a process's CPU time and
-  resident memory, and the machine's busy and idle time.
+* :func:`cpu_seconds`, :func:`runqueue_wait_seconds`, :func:`rss_bytes`,
+  :func:`machine_times`, :func:`cpu_times`: a process's CPU time, its time waiting for a
+  CPU, its resident memory, the machine's busy and idle time, and each CPU's.
 
 All children get ``E2EE_ICE_ADDRESSES=127.0.0.1``, so WebRTC stays on loopback.
 """
@@ -33,9 +34,11 @@ __all__ = [
     "Server",
     "Worker",
     "cpu_seconds",
+    "cpu_times",
     "machine_times",
     "pin",
     "rss_bytes",
+    "runqueue_wait_seconds",
     "start_session",
     "stop_all",
 ]
@@ -45,10 +48,13 @@ _LISTENING = re.compile(r"listening on (http://[^\s]+)")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The server in its own process.  With a profile path, cProfile is armed by SIGUSR1 and
-# written by SIGUSR2 (this launcher only; e2ee.server.app is unchanged).
+# written by SIGUSR2 (this launcher only; e2ee.server.app is unchanged).  A third argument
+# is a JSON object of ServerLimits fields (the router bench lifts the per-address limits:
+# all its clients are on 127.0.0.1).
 _SERVER_CODE = """\
-import sys
+import json, sys
 profile_path = sys.argv[2] if len(sys.argv) > 2 else ""
+limits = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
 if profile_path:
     import cProfile, signal
     profiler = cProfile.Profile()
@@ -60,7 +66,13 @@ if profile_path:
     signal.signal(signal.SIGUSR1, _start)
     signal.signal(signal.SIGUSR2, _stop)
 from e2ee.server.app import run
-run(host="127.0.0.1", port=0, data_dir=sys.argv[1])
+from e2ee.server.limits import ServerLimits
+run(
+    host="127.0.0.1",
+    port=0,
+    data_dir=sys.argv[1],
+    limits=ServerLimits(**limits) if limits else None,
+)
 """
 
 
@@ -74,11 +86,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time the process's main thread spent ready but waiting for a CPU (the second field
+    of /proc/PID/schedstat, ns); 0 where the kernel does not keep it."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def cpu_times() -> dict[int, tuple[float, float]]:
+    """CPU number -> (busy, idle) seconds, from the ``cpuN`` lines of /proc/stat."""
+    out: dict[int, tuple[float, float]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue
+        values = [int(v) for v in rest.split()]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        out[int(name[3:])] = ((sum(values[:8]) - idle) / _CLK_TCK, idle / _CLK_TCK)
+    return out
 
 
 def machine_times() -> tuple[float, float]:
@@ -199,11 +233,16 @@ class Server:
 
     @classmethod
     async def start(
-        cls, data_dir: Path, cpus: set[int] | None, profile: Path | None, timeout: float = 30
+        cls,
+        data_dir: Path,
+        cpus: set[int] | None,
+        profile: Path | None,
+        timeout: float = 30,
+        limits: dict[str, Any] | None = None,
     ) -> Server:
         data_dir.mkdir(parents=True, exist_ok=True)
         log = open(data_dir / "stderr.txt", "ab")  # noqa: SIM115 - handed to the child
-        args = [str(data_dir)] + ([str(profile)] if profile else [])
+        args = [str(data_dir), str(profile or "")] + ([json.dumps(limits)] if limits else [])
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -295,11 +334,16 @@ class Rest:
 
 
 async def start_session(
-    data_dir: Path, cpus: set[int] | None, profile: Path | None, options: dict[str, Any]
+    data_dir: Path,
+    cpus: set[int] | None,
+    profile: Path | None,
+    options: dict[str, Any],
+    limits: dict[str, Any] | None = None,
 ) -> tuple[Server, Rest, dict[str, Any]]:
-    """A :class:`Server` (see :meth:`Server.start`), its :class:`Rest` client and the
-    session created with ``options`` (the ``POST /v1/sessions`` body)."""
-    server = await Server.start(data_dir, cpus, profile)
+    """A :class:`Server` (see :meth:`Server.start`; ``limits``: ServerLimits fields), its
+    :class:`Rest` client and the session created with ``options`` (the
+    ``POST /v1/sessions`` body)."""
+    server = await Server.start(data_dir, cpus, profile, limits=limits)
     rest = Rest(server)
     try:
         session: dict[str, Any] = await rest.call("POST", "/v1/sessions", options)

@@ -8,9 +8,14 @@ loopback: the parent sets ``E2EE_ICE_ADDRESSES=127.0.0.1`` and each worker also 
 :func:`e2ee.rtc.net.restrict_ice_addresses` with ``127.0.0.1``.
 
 * :mod:`~e2ee.tools.bench.router_worker.media`: the pre-encoded media loop and the stamp;
-* :mod:`~e2ee.tools.bench.router_worker.publisher`: sends the loop, stamped and encrypted;
-* :mod:`~e2ee.tools.bench.router_worker.subscriber` and
-  :mod:`~e2ee.tools.bench.router_worker.receive`: receive, decrypt and time it, no decode;
+* :mod:`~e2ee.tools.bench.router_worker.publisher`: sends the loop, stamped and encrypted,
+  and records when it sent each frame; :mod:`~e2ee.tools.bench.router_worker.uplink`
+  counts its RTP packets and drops some (the loss scenario);
+* :mod:`~e2ee.tools.bench.router_worker.subscriber`: many subscriptions per process, on
+  the light path (:mod:`~e2ee.tools.bench.router_worker.light`: an RTP header read per
+  packet) or the full one (:mod:`~e2ee.tools.bench.router_worker.receive`: aiortc's
+  receive path, every frame decrypted), recorded per window
+  (:mod:`~e2ee.tools.bench.router_worker.window`); no decode;
 * :mod:`~e2ee.tools.bench.router_worker.link`: the parent and signaling links both use.
 
 :func:`run_worker` is the ``main`` of these processes and of
@@ -52,7 +57,9 @@ def run_worker(
         print(usage)
         return 2
     logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format=f"{args[0]} %(levelname)s %(message)s"
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format=f"%(asctime)s {args[0]} %(levelname)s %(message)s",
     )
     from e2ee.rtc import net
 

@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import json
 import logging
+import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Signaling", "commands", "key_ring", "reply", "rtc_configuration"]
 
 log = logging.getLogger("e2ee.tools.bench.router_worker")
+
+#: With this set to a path prefix, a worker runs cProfile during its measured windows
+#: (``mark`` to ``report``) and writes ``PREFIX.PID.pstats`` when it ends: what a load
+#: generator costs, for the bench's authors.
+PROFILE_ENV = "E2EE_BENCH_WORKER_PROFILE"
 
 
 # -- the parent link ---------------------------------------------------------------------
@@ -40,21 +48,33 @@ async def commands(handle: Callable[[dict[str, Any]], Any]) -> None:
         loop.call_soon_threadsafe(lines.put_nowait, "")
 
     threading.Thread(target=reader, name="commands", daemon=True).start()
-    while True:
-        line = await lines.get()
-        if not line:
-            return
-        cmd = json.loads(line)
-        if cmd.get("cmd") == "quit":
-            return
-        try:
-            result = handle(cmd)
-            if asyncio.iscoroutine(result):
-                result = await result
-            reply({"ok": True, **(result or {})})
-        except Exception as exc:
-            log.exception("command %s failed", cmd.get("cmd"))
-            reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+    prefix = os.environ.get(PROFILE_ENV)
+    # CPU time, not wall time: the machine may be shared.
+    profiler = cProfile.Profile(time.process_time) if prefix else None
+    try:
+        while True:
+            line = await lines.get()
+            if not line:
+                return
+            cmd = json.loads(line)
+            if cmd.get("cmd") == "quit":
+                return
+            if profiler is not None and cmd.get("cmd") == "report":
+                profiler.disable()
+            try:
+                result = handle(cmd)
+                if asyncio.iscoroutine(result):
+                    result = await result
+                reply({"ok": True, **(result or {})})
+            except Exception as exc:
+                log.exception("command %s failed", cmd.get("cmd"))
+                reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            if profiler is not None and cmd.get("cmd") == "mark":
+                profiler.enable()
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(f"{prefix}.{os.getpid()}.pstats")
 
 
 # -- the server link ---------------------------------------------------------------------

@@ -7,12 +7,22 @@ Opus: 1) and is then encrypted with :class:`e2ee.FrameEncryptor`, so the stamp t
 inside the SFrame ciphertext and the router forwards exactly what an E2EE client sends
 (16 bytes more per frame).  A PLI from the router makes the video loop jump to its next
 key frame, as a real encoder would send one.
+
+The publisher keeps what the parent needs to time every frame at every subscriber: the
+send time of each frame ``n`` (the stamp's time, CLOCK_MONOTONIC), and each key frame
+request with the key frame that answered it (``plis``: first PLI's arrival, ``n`` and
+send time of the next key frame).  Its :class:`~e2ee.tools.bench.router_worker.uplink.Uplink`
+counts (and in the loss scenario drops) the RTP packets it sends.  Commands: ``mark``,
+``report`` (``since_ns``: send times from then on), ``loss`` (``p``, ``burst_ms``,
+``burst_in_s``), ``state`` (the peer connection's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import fractions
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -33,8 +43,11 @@ from e2ee.tools.bench.router_worker.media import (
     clear_bytes,
     load_media,
 )
+from e2ee.tools.bench.router_worker.uplink import Uplink
 
 __all__ = ["run_publisher"]
+
+log = logging.getLogger("e2ee.tools.bench.router_worker")
 
 
 class _Packet:
@@ -65,9 +78,13 @@ def _loop_track(kind: str, frames: list[bytes], rate: float, encryptor: Any) -> 
         def __init__(self) -> None:
             super().__init__()
             self.kind = kind
+            self.ticks = ticks
             self.sent = 0
             self.keyframes_sent = 0
             self.keyframe_requests = 0
+            self.sent_ns: list[int] = []  # send time of frame n, n = 0, 1, ...
+            self.plis: list[tuple[int, int, int]] = []  # (PLI arrival, key frame n, its send)
+            self._pli_at: int | None = None
             self._index = 0
             self._jump = False
             self._start: float | None = None
@@ -75,6 +92,8 @@ def _loop_track(kind: str, frames: list[bytes], rate: float, encryptor: Any) -> 
         def request_keyframe(self) -> None:
             """The sender's key frame hook (a PLI from the router)."""
             self.keyframe_requests += 1
+            if self._pli_at is None:
+                self._pli_at = time.monotonic_ns()
             self._jump = True
 
         async def recv(self) -> _Packet:  # type: ignore[override]
@@ -93,12 +112,22 @@ def _loop_track(kind: str, frames: list[bytes], rate: float, encryptor: Any) -> 
             data = frames[self._index]
             self._index = (self._index + 1) % len(frames)
             clear = clear_bytes(video, data)
+            now = time.monotonic_ns()
             if video and clear == 10:
                 self.keyframes_sent += 1
-            stamp = STAMP.pack(MAGIC, n & 0xFFFFFFFF, time.monotonic_ns())
+                if self._pli_at is not None:
+                    self.plis.append((self._pli_at, n, now))
+                    self._pli_at = None
+            self.sent_ns.append(now)
+            stamp = STAMP.pack(MAGIC, n & 0xFFFFFFFF, now)
             wire: bytes = encryptor.encrypt(data[:clear] + stamp + data[clear:])
             self.sent = n + 1
             return _Packet(wire, n * ticks, time_base)
+
+        def since(self, ns: int) -> dict[str, Any]:
+            """Send times of the frames sent from ``ns`` on (``n0``: the first's n)."""
+            n0 = bisect.bisect_left(self.sent_ns, ns)
+            return {"n0": n0, "sent_ns": self.sent_ns[n0:]}
 
     return LoopTrack()
 
@@ -111,35 +140,74 @@ async def run_publisher(cfg: dict[str, Any]) -> None:
     from e2ee.crypto.frames import FrameEncryptor
     from e2ee.rtc import compat
 
+    # aioice says at INFO why an ICE connection ends (consent expired, RFC 7675 §5.1).
+    logging.getLogger("aioice.ice").setLevel(logging.INFO)
     media = load_media(Path(cfg["media"]))
     ring = await key_ring(cfg)
-    video = _loop_track("video", media.video, cfg.get("fps", 30), FrameEncryptor(ring, "vp8"))
+    video_fps = int(cfg.get("fps", 30))
+    video = _loop_track("video", media.video, video_fps, FrameEncryptor(ring, "vp8"))
     audio = _loop_track(
         "audio", media.audio, AUDIO_CLOCK / AUDIO_FRAME_SAMPLES, FrameEncryptor(ring, "opus")
     )
     async with aiohttp.ClientSession() as http:
         sig = await Signaling.connect(http, cfg["url"], cfg["session_id"], cfg["token"])
         pc = RTCPeerConnection(rtc_configuration())
-        pc.addTrack(audio)
+        audio_sender = pc.addTrack(audio)
         sender = pc.addTrack(video)
         compat.hook_send_keyframe(sender, video.request_keyframe)
+        uplink = Uplink()
+        uplink.add_track(
+            list(compat.sender_ssrcs(sender)), "video", lambda: video.sent, video.ticks
+        )
+        uplink.add_track(
+            [compat.sender_ssrc(audio_sender)], "audio", lambda: audio.sent, audio.ticks
+        )
         await pc.setLocalDescription(await pc.createOffer())
         answer = await sig.request(
             {"type": "publish", "sdp": pc.localDescription.sdp, "name": cfg.get("name", "")}
         )
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+        @pc.on("connectionstatechange")
+        def _state() -> None:  # in the worker's log: why a run lost its publisher
+            log.warning(
+                "publisher: connection %s (ICE %s)", pc.connectionState, pc.iceConnectionState
+            )
+
+        # After setRemoteDescription: both senders are on the bundled transport now.
+        for transport in {id(s.transport): s.transport for s in (sender, audio_sender)}.values():
+            compat.hook_transport_send(transport, uplink.wrap)
         reply({"ok": True, "event": "published", "stream_id": answer["stream_id"]})
 
         def handle(cmd: dict[str, Any]) -> dict[str, Any]:
-            if cmd.get("cmd") == "report":
+            name = cmd.get("cmd")
+            if name == "mark":
+                uplink.mark()
+                return {}
+            if name == "state":
+                return {"connection_state": pc.connectionState}
+            if name == "loss":
+                uplink.set_loss(
+                    float(cmd.get("p", 0.0)),
+                    float(cmd.get("burst_ms", 0.0)),
+                    float(cmd.get("burst_in_s", 0.0)),
+                )
+                return {}
+            if name == "report":
+                since = int(cmd.get("since_ns", 0))
                 return {
                     "video_frames_sent": video.sent,
                     "audio_frames_sent": audio.sent,
                     "keyframes_sent": video.keyframes_sent,
                     "keyframe_requests": video.keyframe_requests,
                     "connection_state": pc.connectionState,
+                    "fps": video_fps,
+                    "sent": {"video": video.since(since), "audio": audio.since(since)},
+                    "wire": {k: uplink.wire_since(k, since) for k in ("video", "audio")},
+                    "plis": [list(p) for p in video.plis],
+                    "uplink": uplink.report(),
                 }
-            raise ValueError(f"unknown command {cmd.get('cmd')!r}")
+            raise ValueError(f"unknown command {name!r}")
 
         try:
             await commands(handle)

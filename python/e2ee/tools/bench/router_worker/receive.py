@@ -1,52 +1,43 @@
-"""What a bench subscriber puts in place of aiortc's receive path, so nothing is decoded.
+"""The full receive path of a bench subscriber (``--subscriber-kind full``): aiortc's
+own, up to the frame, with nothing decoded.
 
-Each receiver's private jitter buffer is replaced by :class:`Assembler`, which emits a VP8
-frame as soon as its marker packet is in (aiortc's buffer waits for the first packet of
-the *next* frame, which would add a frame interval to every measurement), and its decoder
-queue by :class:`FrameSink`, which takes each frame on the event loop (no thread hop) and
-hands it to the track's :class:`Receiver`.  That decrypts it with
-:class:`e2ee.FrameDecryptor` and reads the stamp: latency = receive time - send time (both
-CLOCK_MONOTONIC on the same host, so the clocks agree), lost frames = gaps in ``seq``.
-RTP packets are counted as they arrive (RTX included).
+Per packet aiortc runs its whole receive path (aioice, the DTLS transport, SRTP, the RTP
+parser, the receiver with its NACK generator); each receiver's private jitter buffer is
+replaced by :class:`Assembler`, which emits a VP8 frame as soon as its marker packet is
+in (aiortc's buffer waits for the first packet of the *next* frame, which would add a
+frame interval to every measurement), and its decoder queue by :class:`FrameSink`, which
+takes each frame on the event loop (no thread hop) and hands it to the track's
+:class:`Receiver`.  That decrypts every frame with :class:`e2ee.FrameDecryptor` and reads
+the stamp: the publisher's frame number and send time
+(:class:`~e2ee.tools.bench.router_worker.window.TrackWindow` records them).  RTP packets
+are counted as they reach the jitter buffer (RTX included).  This is what a real client
+pays per packet, about ten times the light path's
+(:mod:`~e2ee.tools.bench.router_worker.light`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from typing import Any
 
-from e2ee.tools.bench.router_worker.media import MAGIC, STAMP, VP8_PAYLOAD_BYTES, clear_bytes
+from e2ee.tools.bench.router_worker.media import MAGIC, STAMP, clear_bytes
+from e2ee.tools.bench.router_worker.window import TrackWindow
 
 __all__ = ["Assembler", "FrameSink", "Receiver"]
 
 log = logging.getLogger("e2ee.tools.bench.router_worker")
 
 
-class Receiver:
-    """What one subscriber receives of one published track, counted per window."""
+class Receiver(TrackWindow):
+    """What one subscriber receives of one published track (every frame decrypted)."""
+
+    __slots__ = ("decryptor",)
 
     def __init__(self, sub: int, stream_id: str, kind: str, decryptor: Any) -> None:
-        self.sub = sub
-        self.stream_id = stream_id
-        self.kind = kind
-        self.video = kind == "video"
+        super().__init__(sub, stream_id, kind)
         self.decryptor = decryptor
-        self.frames_total = 0
-        self.mark()
-
-    def mark(self) -> None:
-        self.frames = 0
-        self.packets = 0
-        self.packets_estimate = 0
-        self.bytes = 0
-        self.errors = 0
-        self.incomplete = 0
-        self.seq_min: int | None = None
-        self.seq_max = -1
-        self.latencies_us: list[int] = []
 
     def on_frame(self, data: bytes) -> None:
         now = time.monotonic_ns()
@@ -59,31 +50,8 @@ class Receiver:
         if magic != MAGIC:
             self.errors += 1
             return
-        self.frames_total += 1
-        self.frames += 1
-        n = len(data)
-        self.bytes += n
-        self.packets_estimate += math.ceil(n / VP8_PAYLOAD_BYTES) if self.video else 1
-        if self.seq_min is None or seq < self.seq_min:
-            self.seq_min = seq
-        if seq > self.seq_max:
-            self.seq_max = seq
-        self.latencies_us.append((now - sent) // 1000)
-
-    def report(self) -> dict[str, Any]:
-        expected = 0 if self.seq_min is None else self.seq_max - self.seq_min + 1
-        return {
-            "sub": self.sub,
-            "stream_id": self.stream_id,
-            "kind": self.kind,
-            "frames": self.frames,
-            "lost": max(0, expected - self.frames),
-            "packets": self.packets,
-            "packets_estimate": self.packets_estimate,
-            "bytes": self.bytes,
-            "errors": self.errors,
-            "incomplete": self.incomplete,
-        }
+        self.probed(seq, sent)
+        self.delivered(seq, now)
 
 
 class _Partial:
@@ -118,6 +86,7 @@ class Assembler:
         rx = self._rx
         rx.packets += 1
         data = self._payload(packet)
+        rx.bytes += len(data)
         if not rx.video:
             return False, self._frame(data, packet.timestamp)
         ts = packet.timestamp
