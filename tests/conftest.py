@@ -13,6 +13,9 @@ Below that, the shared fixtures (helpers in tests/support/, importable as ``supp
 * ``peers``: a list of :class:`support.media.Peer`, each closed at teardown.
 * ``cleanup``: a list of routers, peer connections and frame collectors, closed (stopped)
   at teardown in reverse order.
+* ``redis_server`` / ``redis_server_module``: a real ``redis-server`` on a free loopback
+  port (:class:`support.redis_server.RedisServer`), per test / per module; the test skips,
+  saying why, without the ``redis-server`` binary or the ``redis`` package.
 
 The async tests run on pytest-asyncio, each marked ``@pytest.mark.asyncio`` (strict mode,
 so that works without the ini file too).  The test directories are packages (empty
@@ -32,6 +35,7 @@ import pytest_asyncio
 
 from e2ee.rtc import net
 from support.media import FrameCollector, Peer
+from support.redis_server import RedisServer, redis_server_binary
 from support.server import Api, ServerProcess
 
 os.environ[net.ENV_VAR] = "127.0.0.1"
@@ -99,3 +103,32 @@ async def cleanup() -> AsyncIterator[list[Any]]:
                 await obj.stop()
             else:
                 await obj.close()
+
+
+# -- Redis (cluster mode) -----------------------------------------------------------------
+
+
+def _redis_server(directory: os.PathLike[str]) -> RedisServer:
+    import importlib.util
+
+    if redis_server_binary() is None:
+        pytest.skip("no redis-server (apt-get install redis-server; scripts/test does as root)")
+    if importlib.util.find_spec("redis") is None:
+        pytest.skip("the redis package is missing (pip install -e '.[test]')")
+    return RedisServer(directory).start()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A fresh ``redis-server`` for one test (it may stop, kill and restart it)."""
+    proc = _redis_server(tmp_path_factory.mktemp("redis"))
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture(scope="module")
+def redis_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One ``redis-server`` shared by a test module (tests use distinct key prefixes)."""
+    proc = _redis_server(tmp_path_factory.mktemp("redis"))
+    yield proc
+    proc.kill()
