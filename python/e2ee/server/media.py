@@ -15,7 +15,13 @@ from typing import Any, Protocol
 from e2ee.server.errors import ApiError
 from e2ee.server.store import SessionRecord
 
-__all__ = ["MediaRouter", "RouterFactory", "default_router_factory", "media_error"]
+__all__ = [
+    "MediaRouter",
+    "RouterFactory",
+    "default_router_factory",
+    "media_error",
+    "preload_router",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,18 @@ def default_router_factory(rtc_configuration: Any = None) -> RouterFactory:
         return router
 
     return make
+
+
+def preload_router() -> bool:
+    """Import the media router now (aiortc, PyAV): a server about to serve calls will
+    load it at the first one anyway, and loaded before ``gc.freeze()`` its modules are
+    out of the garbage collector's sight for good (:func:`e2ee.server.app.serve`).
+    ``False`` when it cannot be imported (the first call then says why)."""
+    try:
+        import e2ee.sfu.router  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def media_error(exc: Exception, what: str) -> ApiError:

@@ -202,6 +202,7 @@ class Router:
             for media in media_av:
                 transceiver = pc.addTransceiver(media.kind, direction="recvonly")
                 transceiver.setCodecPreferences(codec_preferences(media.kind))
+                compat.slim_receiver(transceiver.receiver, receives=True)
                 pending.append((transceiver, media))
                 # A few ms each in aiortc: let the media (and other clients) run between.
                 await asyncio.sleep(0)
@@ -304,6 +305,9 @@ class Router:
                 relay = RelayTrack(forwarder, subscription_id, self.backlog_packets)
                 transceiver = pc.addTransceiver(relay, direction="sendonly")
                 transceiver.setCodecPreferences(codec_preferences(forwarder.kind))
+                # Never receives: its bitrate estimator would be 1,000 objects for the
+                # garbage collector to walk (e2ee.rtc.rate).
+                compat.slim_receiver(transceiver.receiver, receives=False)
                 prepare_sender(transceiver.sender, relay, stream_id)  # pack only; PLI hook
                 sub.relays.append(relay)
                 await asyncio.sleep(0)  # as in publish: a turn for the others

@@ -60,6 +60,7 @@ from e2ee.rtc.compat.media import (
     hook_next_encoded_frame,
     hook_send_keyframe,
     hook_sender,
+    receiver_bitrate_estimator,
     receiver_started,
     send_keyframe,
     send_pli,
@@ -70,6 +71,8 @@ from e2ee.rtc.compat.media import (
     set_jitter_buffer,
     set_sender_encoder,
     set_sender_stream_id,
+    slim_receiver,
+    slim_receivers,
     unhook_create_transceiver,
 )
 from e2ee.rtc.compat.probe import (
@@ -110,6 +113,7 @@ __all__ = [
     "ice_protocols",
     "negotiated_header_extensions",
     "note_rtp_sent",
+    "receiver_bitrate_estimator",
     "receiver_started",
     "rtp_path",
     "send_keyframe",
@@ -123,6 +127,8 @@ __all__ = [
     "set_jitter_buffer",
     "set_sender_encoder",
     "set_sender_stream_id",
+    "slim_receiver",
+    "slim_receivers",
     "srtp_rx_session",
     "srtp_tx_keying",
     "unhook_create_transceiver",

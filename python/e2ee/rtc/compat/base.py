@@ -13,6 +13,7 @@ _SENDER_ENCODER = "_RTCRtpSender__encoder"  # rtcrtpsender.py:104
 _RECEIVER_QUEUE = "_RTCRtpReceiver__decoder_queue"  # rtcrtpreceiver.py:291
 _RECEIVER_THREAD = "_RTCRtpReceiver__decoder_thread"  # rtcrtpreceiver.py:292
 _RECEIVER_JITTER = "_RTCRtpReceiver__jitter_buffer"  # rtcrtpreceiver.py:295/299
+_RECEIVER_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"  # rtcrtpreceiver.py:297/301
 _PC_CREATE_TRANSCEIVER = "_RTCPeerConnection__createTransceiver"  # rtcpeerconnection.py:1181
 
 

@@ -18,11 +18,13 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from e2ee.rtc.compat.base import (
     _PC_CREATE_TRANSCEIVER,
+    _RECEIVER_ESTIMATOR,
     _RECEIVER_JITTER,
     _RECEIVER_QUEUE,
     _RECEIVER_THREAD,
     _SENDER_ENCODER,
 )
+from e2ee.rtc.rate import CompactRateCounter
 
 # -- senders -----------------------------------------------------------------------------
 
@@ -122,6 +124,34 @@ def depayloaded(packet: Any) -> bytes:
 def set_jitter_buffer(receiver: RTCRtpReceiver, buffer: Any) -> None:
     """Replace the receiver's jitter buffer (an ``aiortc.jitterbuffer.JitterBuffer``)."""
     setattr(receiver, _RECEIVER_JITTER, buffer)
+
+
+def receiver_bitrate_estimator(receiver: RTCRtpReceiver) -> Any:
+    """The receiver's remote bitrate estimator (``None``: it sends no REMB)."""
+    return getattr(receiver, _RECEIVER_ESTIMATOR, None)
+
+
+def slim_receiver(receiver: RTCRtpReceiver, *, receives: bool) -> None:
+    """Shrink what a video receiver keeps for the cyclic garbage collector to walk: its
+    remote bitrate estimator (rtcrtpreceiver.py:301, fed at :482 only by packets with
+    abs-send-time) holds a 1,000-object rate counter (:mod:`e2ee.rtc.rate`).  A receiver
+    that will never get media (``receives=False``: the router's side of a subscription)
+    loses the estimator, which aiortc treats as "no REMB" (it checks for ``None``); one
+    that does keeps it, with the counter in flat arrays.  Audio receivers have none."""
+    estimator = getattr(receiver, _RECEIVER_ESTIMATOR, None)
+    if estimator is None:
+        return
+    if not receives:
+        setattr(receiver, _RECEIVER_ESTIMATOR, None)
+        return
+    counter = estimator.incoming_bitrate
+    estimator.incoming_bitrate = CompactRateCounter(counter._window_size, counter._scale)
+
+
+def slim_receivers(pc: RTCPeerConnection, *, receives: bool) -> None:
+    """:func:`slim_receiver` for every transceiver ``pc`` has so far."""
+    for transceiver in pc.getTransceivers():
+        slim_receiver(transceiver.receiver, receives=receives)
 
 
 def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> Coroutine[Any, Any, None]:

@@ -105,6 +105,9 @@ class _Run:
     samples: list[dict[str, Any]] = field(default_factory=list)
     lags: list[tuple[float, float, float]] = field(default_factory=list)
     lag_seen: int = 0
+    #: The server's garbage-collector pauses: (t, generation, wall ms, cpu ms).
+    gc_pauses: list[tuple[float, int, float, float]] = field(default_factory=list)
+    gc_seen: int = 0
     t0: float = 0.0
 
     # -- server and session --------------------------------------------------------------
@@ -238,7 +241,13 @@ class _Run:
         }
         try:
             assert self.rest is not None
-            body = await self.rest.call("GET", f"/v1/metrics?since={self.lag_seen}")
+            body = await self.rest.call(
+                "GET", f"/v1/metrics?since={self.lag_seen}&gc_since={self.gc_seen}"
+            )
+            gcp = body.get("gc")
+            if gcp is not None:
+                self.gc_seen = gcp["count"]
+                self.gc_pauses.extend((t, g, wall, cpu) for g, wall, cpu in gcp["recent"])
             lag = body["loop_lag"]
             self.lag_seen = lag["count"]
             new = lag["recent_ms"]
@@ -335,6 +344,7 @@ async def run(cfg: Config, progress: Any = None) -> dict[str, Any]:
         config={**asdict(cfg), "warmup_s": cfg.warmup_s},
         samples=r.samples,
         lags=r.lags,
+        gc_pauses=r.gc_pauses,
         honest=honest,
         abuse=abuse,
         after_leave=extra["after_leave"],

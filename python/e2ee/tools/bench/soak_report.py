@@ -110,6 +110,7 @@ def summarize(
     samples: list[dict[str, Any]],
     lags: list[tuple[float, float, float]],
     honest: list[dict[str, Any]],
+    gc_pauses: list[tuple[float, int, float, float]] | None = None,
     abuse: list[dict[str, dict[str, int]]],
     after_leave: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -153,12 +154,36 @@ def summarize(
                 1 for ms, share in lag_after if ms > LAG_P99_MS and share < STARVED_SHARE
             ),
         },
+        "gc_pauses_after_warmup": _gc(gc_pauses or [], warmup),
         "client_loop_lag_ms": distribution([ms for h in honest for ms in h.get("loop_lag_ms", [])]),
         "abuse": _abuse(abuse),
         "samples": samples,
     }
     report["goal"] = _goal(report)
     return report
+
+
+def _gc(pauses: list[tuple[float, int, float, float]], warmup: float) -> dict[str, Any]:
+    """The collector's pauses after warm-up: a full collection holds the GIL, so every
+    loop callback waits for it (:class:`e2ee.server.gcpause.GcPauseProbe`)."""
+    after = [(g, wall, cpu) for t, g, wall, cpu in pauses if t >= warmup]
+    full = [(wall, cpu) for g, wall, cpu in after if g == 2]
+    return {
+        "young": sum(1 for g, _, _ in after if g < 2),
+        "full": len(full),
+        "full_ms": distribution([wall for wall, _ in full]),
+        "full_cpu_ms": distribution([cpu for _, cpu in full]),
+        "young_ms": distribution([wall for g, wall, _ in after if g < 2]),
+    }
+
+
+def _gc_line(gc: dict[str, Any] | None) -> str:
+    if not gc:
+        return "not measured"
+    return (
+        f"{gc['full']} / {gc['young']}, {fmt(gc['full_ms']['max'])} "
+        f"({fmt(gc['full_cpu_ms']['max'])}) ms; young p99 {fmt(gc['young_ms']['p99'])} ms"
+    )
 
 
 def _cpu(samples: list[dict[str, Any]]) -> float | None:
@@ -222,6 +247,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"| loop lag p50 / p99 / max (after warm-up) | {dist(lag['after_warmup'], 'ms')} |",
         f"| lags > {LAG_P99_MS:g} ms after warm-up (of which server off-CPU) | "
         f"{lag['over_limit_after_warmup']} ({lag['over_limit_starved']}) |",
+        f"| server GC pauses after warm-up: full / young collections, longest full "
+        f"(CPU) | {_gc_line(report.get('gc_pauses_after_warmup'))} |",
         f"| honest clients' own loop lag p50 / p99 / max | "
         f"{dist(report['client_loop_lag_ms'], 'ms')} |",
         "",
