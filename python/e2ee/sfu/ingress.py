@@ -255,7 +255,7 @@ class Forwarder:
             relay.gate.lost()
             waiting = True
         if waiting:
-            self.request_keyframe()
+            self.request_keyframe(urgent=True)
 
     def _on_ingress_stop(self) -> None:
         # Called when aiortc stops the receiver (BYE, disconnect, close): synchronously
@@ -278,13 +278,14 @@ class Forwarder:
 
     # -- key frames (scheduling: e2ee.sfu.keyframes) -----------------------------------
 
-    def request_keyframe(self) -> None:
-        """Ask the publisher for a key frame: at most one PLI per ``pli_interval``."""
+    def request_keyframe(self, *, urgent: bool = False) -> None:
+        """Ask the publisher for a key frame: at most one PLI per ``pli_interval``, or
+        per a third of it when ``urgent`` (an upstream loss froze the subscribers)."""
         if not self.video or self.ended:
             return
         self.keyframe_requests += 1
         self.totals.keyframe_requests += 1
-        self._pli.request()
+        self._pli.request(urgent=urgent)
 
     def _waiting(self) -> bool:
         return any(relay.gate.need_keyframe for relay in self.relays)

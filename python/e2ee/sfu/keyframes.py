@@ -11,14 +11,21 @@ PLI actually leaves; the forwarder sends it to the publisher with
 creates the transceiver, rtcpeerconnection.py:1210).
 
 At most one PLI per ``pli_interval`` per track; requests in between are coalesced into
-the next allowed one.  While any subscriber waits for a key frame the request is
-repeated every ``pli_interval``, backing off to :data:`PLI_MAX_INTERVAL` after
+the next allowed one.  An upstream loss (:meth:`PliScheduler.request` with
+``urgent=True``) waits only ``urgent_interval`` (default a third of ``pli_interval``):
+subscribers are frozen until the key frame comes, and if the key frame asked for was
+itself lost on a lossy uplink, waiting out the whole ``pli_interval`` again is what made
+the freezes of ``e2ee bench router --scenario loss`` three times longer than one PLI
+round trip plus one key frame.  Joins and subscribers' own PLIs (a join storm: hundreds
+at once) stay coalesced at ``pli_interval``.  While any subscriber waits for a key
+frame the request is repeated every ``pli_interval``, backing off to :data:`PLI_MAX_INTERVAL` after
 :data:`PLI_FAST_RETRIES` unanswered tries (bounded).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -43,18 +50,28 @@ class PliScheduler:
         interval: float,
         send: Callable[[], Awaitable[None]],
         waiting: Callable[[], bool],
+        urgent_interval: float | None = None,
     ) -> None:
         self.interval = interval
+        self.urgent_interval = interval / 3 if urgent_interval is None else urgent_interval
+        if not 0 < self.urgent_interval <= interval:
+            raise ValueError("urgent_interval must be positive and at most interval")
         self._send = send
         self._waiting = waiting
         self._last = -float("inf")
         self._pending = False
+        self._urgent = False
+        self._wake = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
 
-    def request(self) -> None:
-        """Ask for a key frame: a PLI now, or coalesced into the next allowed one."""
+    def request(self, *, urgent: bool = False) -> None:
+        """Ask for a key frame: a PLI now, or coalesced into the next allowed one
+        (``urgent``: allowed ``urgent_interval`` after the last, not ``interval``)."""
         self._pending = True
+        if urgent and not self._urgent:
+            self._urgent = True
+            self._wake.set()  # the task may be sleeping out the long interval
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
 
@@ -68,9 +85,12 @@ class PliScheduler:
         interval = self.interval
         try:
             while not self._closed and (self._pending or self._waiting()):
-                wait = self._last + interval - time.monotonic()
+                gap = self.urgent_interval if self._pending and self._urgent else interval
+                wait = self._last + gap - time.monotonic()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
                     continue
                 if not self._pending:
                     # A subscriber still waits for the key frame asked for earlier.
@@ -80,7 +100,7 @@ class PliScheduler:
                 else:
                     tries = 0
                     interval = self.interval
-                self._pending = False
+                self._pending = self._urgent = False
                 self._last = time.monotonic()
                 await self._send()
         except asyncio.CancelledError:
