@@ -12,6 +12,8 @@ ends it.  Clients in their own processes, so the server's loop lag is its own.
 from __future__ import annotations
 
 import asyncio
+import gc
+import importlib
 import json
 import sys
 import time
@@ -40,6 +42,12 @@ async def _honest(cfg: dict[str, Any]) -> None:
     from e2ee.tools.bench.router_worker.link import reply
     from e2ee.tools.bench.soak_clients import HonestWorker
 
+    # The load processes are the bench's, not the product's: keep their garbage
+    # collector off what lives all run long (the client, aiortc, PyAV: imported here),
+    # as the server does (e2ee.server.app.serve).
+    for name in ("aiortc", "av", "e2ee.client.session", "e2ee.transform.protect"):
+        importlib.import_module(name)
+    gc.freeze()
     w = HonestWorker(cfg)
     joining = asyncio.ensure_future(w.start())
     reply({"ok": True, "event": "ready"})
