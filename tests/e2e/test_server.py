@@ -182,13 +182,21 @@ async def test_get_session_and_tokens(api: Api) -> None:
 async def test_archive_broadcast_sip_refused(api: Api) -> None:
     e2ee = (await api.create_session(e2ee=True, kdf_iterations=1000))["id"]
     plain = (await api.create_session())["id"]
+    relayed = (await api.create_session(media_mode="relayed"))["id"]
     for feature in ("archive", "broadcast", "sip"):
         status, err = await api.call("POST", f"/v1/sessions/{e2ee}/{feature}", {})
         assert (status, err["code"]) == (409, "e2ee_unsupported_feature")
         assert "cannot decode end-to-end encrypted media" in err["message"]
+    for feature in ("broadcast", "sip"):
         status, err = await api.call("POST", f"/v1/sessions/{plain}/{feature}", {})
         assert (status, err["code"]) == (501, "not_implemented")
         assert "not built yet" in err["message"]
+    # Archiving is built (tests/e2e/test_archive.py): a session without E2EE is archived
+    # once someone is in it; a relayed one has no router to archive from.
+    status, err = await api.call("POST", f"/v1/sessions/{plain}/archive", {})
+    assert (status, err["code"]) == (409, "no_clients")
+    status, err = await api.call("POST", f"/v1/sessions/{relayed}/archive", {})
+    assert (status, err["code"]) == (409, "relayed_unsupported_feature")
     status, err = await api.call("POST", "/v1/sessions/nope/archive", {})
     assert status == 404
     status, _ = await api.call("POST", f"/v1/sessions/{e2ee}/archive", headers={})

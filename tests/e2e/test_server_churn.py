@@ -27,7 +27,7 @@ from aiortc import RTCSessionDescription
 
 from e2ee.server.app import HUB
 from e2ee.server.errors import CLOSE_RATE_LIMITED
-from e2ee.server.hub import MAX_CACHED_SESSIONS, Hub
+from e2ee.server.hub import MAX_CACHED_SESSIONS, MAX_REMEMBERED_DELETIONS, Hub
 from e2ee.server.limits import ServerLimits
 from e2ee.server.memory import MemoryTrimmer
 from e2ee.server.store import SessionRecord
@@ -269,3 +269,19 @@ async def test_session_cache_is_bounded(tmp_path: Path) -> None:
         assert hub.cached_sessions <= MAX_CACHED_SESSIONS
         assert await hub.session("live") is live
         await hub.retire(hub.rooms["live"])
+
+
+@pytest.mark.asyncio
+async def test_deleted_sessions_remembered_are_bounded(tmp_path: Path) -> None:
+    async with app_server(tmp_path) as server:
+        hub = server.app[HUB]
+        for i in range(MAX_REMEMBERED_DELETIONS + 100):
+            hub.forget(f"d{i}", deleted=True)
+        assert hub.remembered_deletions == MAX_REMEMBERED_DELETIONS
+        # The newest still guard a racing read; the oldest are left to the store.
+        record = _record(f"d{MAX_REMEMBERED_DELETIONS + 99}")
+        await hub.store.create_session(record)
+        assert await hub.session(record.id) is None
+        old = _record("d0")
+        await hub.store.create_session(old)
+        assert await hub.session(old.id) == old

@@ -21,7 +21,8 @@ workers require), is revalidated on every load (``Cache-Control: no-cache`` with
 ``ETag``: a new version of the client is never mixed with a cached one), and carries
 ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` (the page's URL
 may carry a session token).  The page gets a Content-Security-Policy that allows only
-this origin's scripts, workers and connections.
+this origin's scripts, workers and connections (and, in cluster mode, connections to
+the live nodes a join may be redirected to: :mod:`e2ee.server.page_policy`).
 
 Hostile clients: the access log and every log line carrying request text escape it
 (:func:`e2ee.server.logs.clean`); requests aiohttp's parser rejects get a JSON
@@ -34,6 +35,9 @@ from one client address are bounded in number and rate (HTTP 429 before the upgr
 router offers ICE candidates only on the media addresses (``e2ee serve --media-address``,
 default the bind host) and uses no STUN server unless configured (``--stun-server``).
 
+``e2ee serve --cluster redis://...`` makes this process one node of a cluster
+(:mod:`e2ee.server.cluster.node`, docs/cluster.md); without it ``redis`` is never imported.
+
 ``e2ee serve --dev`` adds the unauthenticated ``/dev`` endpoints of
 :mod:`e2ee.server.dev`; it is refused unless the server binds a loopback address.
 """
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import importlib.resources
 import ipaddress
@@ -50,23 +55,31 @@ import re
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from e2ee.archive.config import ArchiveConfig
 from e2ee.rtc import net
 from e2ee.server import rest
+from e2ee.server.archives import add_archive_routes
+from e2ee.server.archiving import ArchiveService
 from e2ee.server.dev import add_dev_routes, check_dev_host
 from e2ee.server.errors import ApiError
+from e2ee.server.gcpause import GcPauseProbe
 from e2ee.server.http_compat import GuardedAppRunner
 from e2ee.server.hub import Hub
 from e2ee.server.limits import AddressLimiter, ServerLimits, address_key
 from e2ee.server.logs import RateLimitFilter, clean
 from e2ee.server.looplag import LoopLagProbe
-from e2ee.server.media import RouterFactory, default_router_factory
+from e2ee.server.media import RouterFactory, default_router_factory, preload_router
+from e2ee.server.page_policy import CLUSTER_NODE, cluster_urls, page_policy
 from e2ee.server.signaling import websocket_handler
 from e2ee.server.store import DEFAULT_DATA_DIR, SQLiteStore, Store, db_path
+
+if TYPE_CHECKING:
+    from e2ee.server.cluster.node import ClusterConfig, ClusterNode
 
 __all__ = ["DEFAULT_DATA_DIR", "HUB", "create_app", "run", "serve"]
 
@@ -174,18 +187,24 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 LOOP_LAG: web.AppKey[LoopLagProbe] = web.AppKey("e2ee_loop_lag", LoopLagProbe)
+GC_PAUSES: web.AppKey[GcPauseProbe] = web.AppKey("e2ee_gc_pauses", GcPauseProbe)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """``GET /v1/metrics[?since=N]`` (project auth): the event loop's lag
-    (:class:`LoopLagProbe`), for ``e2ee bench soak`` and monitoring.  Behind auth: the
-    lag of a shared loop tells when others are in calls."""
+    """``GET /v1/metrics[?since=N][&gc_since=M]`` (project auth): the event loop's lag
+    (:class:`LoopLagProbe`) and the garbage collector's pauses (:class:`GcPauseProbe`),
+    for ``e2ee bench soak`` and monitoring.  Behind auth: the lag of a shared loop tells
+    when others are in calls."""
     await rest.authenticate(request, request.app[HUB])
     try:
         since = int(request.query.get("since", "0"))
+        gc_since = int(request.query.get("gc_since", "0"))
     except ValueError:
-        raise ApiError("bad_request", "since must be an integer", 400) from None
-    body = {"loop_lag": request.app[LOOP_LAG].snapshot(since)}
+        raise ApiError("bad_request", "since and gc_since must be integers", 400) from None
+    body = {
+        "loop_lag": request.app[LOOP_LAG].snapshot(since),
+        "gc": request.app[GC_PAUSES].snapshot(gc_since),
+    }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
@@ -206,30 +225,6 @@ _CONTENT_TYPES = {
 }
 
 
-#: A Host header value fit to be named in the page's policy.
-_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
-
-
-def _page_policy(host: str) -> str:
-    """The Content-Security-Policy of the page: this origin only (and its WebSocket;
-    ``'self'`` covers it in current browsers, the explicit form older ones)."""
-    sockets = f" ws://{host} wss://{host}" if _HOST.fullmatch(host) else ""
-    return "; ".join(
-        [
-            "default-src 'none'",
-            "script-src 'self'",
-            "worker-src 'self'",
-            "style-src 'self'",
-            "img-src 'self' data: blob:",
-            "media-src 'self' blob: mediastream:",
-            f"connect-src 'self'{sockets}",
-            "base-uri 'none'",
-            "form-action 'self'",
-            "frame-ancestors 'none'",
-        ]
-    )
-
-
 def _read_static(name: str) -> bytes | None:
     if not _STATIC_NAME.fullmatch(name) or ".." in name:
         return None
@@ -240,7 +235,7 @@ def _read_static(name: str) -> bytes | None:
         return None
 
 
-def _static_response(request: web.Request, name: str) -> web.StreamResponse:
+async def _static_response(request: web.Request, name: str) -> web.StreamResponse:
     suffix = name[name.rfind(".") :] if "." in name else ""
     content_type = _CONTENT_TYPES.get(suffix)
     body = _read_static(name) if content_type else None
@@ -255,7 +250,8 @@ def _static_response(request: web.Request, name: str) -> web.StreamResponse:
         "Referrer-Policy": "no-referrer",
     }
     if suffix == ".html":
-        headers["Content-Security-Policy"] = _page_policy(request.host)
+        nodes = await cluster_urls(request.app)
+        headers["Content-Security-Policy"] = page_policy(request.host, nodes)
         headers["X-Frame-Options"] = "DENY"
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
@@ -263,11 +259,11 @@ def _static_response(request: web.Request, name: str) -> web.StreamResponse:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    return _static_response(request, "index.html")
+    return await _static_response(request, "index.html")
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
-    return _static_response(request, request.match_info["name"])
+    return await _static_response(request, request.match_info["name"])
 
 
 async def create_app(
@@ -278,13 +274,20 @@ async def create_app(
     rtc_configuration: Any = None,
     dev: bool = False,
     limits: ServerLimits | None = None,
+    cluster: ClusterNode | None = None,
+    archive_config: ArchiveConfig | None = None,
 ) -> web.Application:
     """The aiohttp application.  ``store`` defaults to :class:`SQLiteStore` in
     ``data_dir``; ``router_factory(session_record)`` makes each session's media router
     (default: :class:`e2ee.sfu.router.Router` with ``rtc_configuration``).  ``dev`` adds
     the unauthenticated ``/dev`` endpoints (:mod:`e2ee.server.dev`): only for a server
     on a loopback address (:func:`serve` checks).  ``limits``: the tunable budgets
-    (:class:`e2ee.server.limits.ServerLimits`)."""
+    (:class:`e2ee.server.limits.ServerLimits`).  ``cluster``: this node of a cluster
+    (its store is the shared one; started and stopped with the application).
+    ``archive_config``: archive limits and retention (default: from the environment,
+    :meth:`e2ee.archive.config.ArchiveConfig.from_env`)."""
+    if cluster is not None:
+        store = cluster.store
     if store is None:
         store = SQLiteStore.in_data_dir(data_dir)
     creds = await store.get_or_create_credentials()
@@ -295,12 +298,18 @@ async def create_app(
         router_factory or default_router_factory(rtc_configuration),
     )
     hub.limits = limits or ServerLimits()
+    if cluster is not None:
+        hub.cluster = cluster
+        cluster.attach(hub)
     addresses = AddressLimiter.from_limits(hub.limits)
     app = web.Application(middlewares=[_errors], client_max_size=rest.MAX_BODY_BYTES)
     app[HUB] = hub
+    if cluster is not None:  # the page's policy names the live nodes (page_policy.py)
+        app[CLUSTER_NODE] = cluster
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/metrics", metrics, allow_head=False)
     app[LOOP_LAG] = lag = LoopLagProbe()
+    app[GC_PAUSES] = gc_pauses = GcPauseProbe()
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static_file)
     if dev:
@@ -322,17 +331,26 @@ async def create_app(
 
     async def on_shutdown(_app: web.Application) -> None:
         await hub.shutdown()
+        if cluster is not None:  # after the rooms: their sessions are released first
+            await cluster.stop()
 
     async def on_cleanup(_app: web.Application) -> None:
         await hub.store.close()
 
     app.on_shutdown.append(on_shutdown)
+    # After the rooms' shutdown handler: closing the routers ends the archives' tracks.
+    archives = ArchiveService(hub, data_dir, archive_config or ArchiveConfig.from_env())
+    add_archive_routes(app, hub, archives)
 
     async def on_startup(_app: web.Application) -> None:
         lag.start()
+        gc_pauses.start()
+        if cluster is not None:
+            await cluster.start()
 
     async def stop_probe(_app: web.Application) -> None:
         lag.stop()
+        gc_pauses.stop()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
@@ -340,13 +358,16 @@ async def create_app(
     return app
 
 
-def _banner(host: str, port: int, data_dir: Path, hub: Hub, dev: bool = False) -> str:
+def _banner(
+    host: str, port: int, data_dir: Path, hub: Hub, dev: bool = False, cluster: str = ""
+) -> str:
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}"
+    kept = cluster or str(db_path(data_dir).resolve())
     lines = [
         f"e2ee session server listening on {base}",
         f"  API key:     {hub.api_key}",
-        f"  API secret:  kept in {db_path(data_dir).resolve()} (never printed)",
+        f"  API secret:  kept in {kept} (never printed)",
         f"  REST API:    {base}/v1/sessions  "
         "(Authorization: Bearer <e2ee.server.tokens.project_auth_token(api_key, api_secret)>)",
         f"  Signaling:   ws://{shown}:{port}/v1/sessions/<session_id>/ws?token=<session token>",
@@ -380,8 +401,10 @@ async def serve(
     dev: bool = False,
     media_addresses: Sequence[str] | None = None,
     limits: ServerLimits | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> None:
-    """Serves until ``stop`` is set (or SIGINT/SIGTERM).  ``dev``: development mode,
+    """Serves until ``stop`` is set (or SIGINT/SIGTERM).  ``cluster``: run as a node of
+    that cluster (docs/cluster.md; its Redis must answer at start).  ``dev``: development mode,
     refused (``ValueError``) unless ``host`` is a loopback address.  ``media_addresses``:
     the only addresses the router offers as ICE candidates (default: ``E2EE_ICE_ADDRESSES``,
     else the bind host, :func:`e2ee.rtc.net.configure_media_addresses`)."""
@@ -389,12 +412,18 @@ async def serve(
         check_dev_host(host)
     data_dir = Path(data_dir)
     net.configure_media_addresses(media_addresses, host)  # which addresses ICE offers
+    node = None
+    if cluster is not None:
+        from e2ee.server.cluster.node import ClusterNode  # imports redis: cluster mode only
+
+        node = await ClusterNode.connect(cluster)
     app = await create_app(
         data_dir,
         router_factory=router_factory,
         rtc_configuration=rtc_configuration,
         dev=dev,
         limits=limits,
+        cluster=node,
     )
     runner = GuardedAppRunner(
         app,
@@ -418,7 +447,16 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    print(_banner(host, bound, data_dir, app[HUB], dev), flush=True)
+    # Modules, classes and the app built so far live as long as the process: move them
+    # out of the cyclic collector's sight, so a full collection (which holds the GIL,
+    # i.e. stalls every call's media) walks only what calls allocate (e2ee.server.gcpause).
+    if router_factory is None:
+        preload_router()
+    gc.freeze()
+    where = node.describe() if node is not None else ""
+    print(_banner(host, bound, data_dir, app[HUB], dev, where), flush=True)
+    if node is not None:
+        print(node.banner_line(), flush=True)
     try:
         await stop.wait()
     finally:
@@ -436,6 +474,7 @@ def run(
     dev: bool = False,
     media_addresses: Sequence[str] | None = None,
     limits: ServerLimits | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> None:
     """Runs the server until SIGINT/SIGTERM (blocking).  ``port=0`` picks a free port
     (the banner shows which).  ``dev``: development mode (:mod:`e2ee.server.dev`), only
@@ -462,5 +501,6 @@ def run(
             dev=dev,
             media_addresses=media_addresses,
             limits=limits,
+            cluster=cluster,
         )
     )

@@ -8,12 +8,14 @@ from typing import Any
 
 __all__ = [
     "CLOSE_BAD_REQUEST",
+    "CLOSE_CLUSTER_UNAVAILABLE",
     "CLOSE_FORBIDDEN",
     "CLOSE_FORCE_DISCONNECTED",
     "CLOSE_GOING_AWAY",
     "CLOSE_NOT_FOUND",
     "CLOSE_PARTICIPANT_LIMIT",
     "CLOSE_RATE_LIMITED",
+    "CLOSE_REDIRECT",
     "CLOSE_TOO_SLOW",
     "CLOSE_UNAUTHORIZED",
     "ApiError",
@@ -28,6 +30,12 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_PARTICIPANT_LIMIT = 4429
+#: Cluster mode (docs/cluster.md): another node owns the session; the ``redirect``
+#: message before it names that node's URL (the number echoes HTTP 302).
+CLOSE_REDIRECT = 4302
+#: Cluster mode: the shared state (Redis) is out of reach, so the session cannot be
+#: placed; calls in progress are not affected (the number echoes HTTP 503).
+CLOSE_CLUSTER_UNAVAILABLE = 4503
 CLOSE_GOING_AWAY = 1001
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, Protocol
 
 from e2ee.server.connection import Connection
 from e2ee.server.errors import CLOSE_GOING_AWAY, ApiError
@@ -24,7 +25,7 @@ from e2ee.server.tokens import (
     verify_token,
 )
 
-__all__ = ["KEYRING_CACHE_SECONDS", "MAX_CACHED_SESSIONS", "Hub"]
+__all__ = ["KEYRING_CACHE_SECONDS", "MAX_CACHED_SESSIONS", "ClusterHooks", "Hub"]
 
 #: The live API secrets are re-read from the store when older than this, and at once for
 #: a token naming a key id not known yet: a rotation or retirement done by
@@ -33,6 +34,38 @@ KEYRING_CACHE_SECONDS = 1.0
 #: Session records kept in memory beyond those of live rooms (the rest are re-read from
 #: the store when needed): sessions come and go, the cache must not only grow.
 MAX_CACHED_SESSIONS = 1024
+#: Deleted session ids remembered against a racing store read (see ``Hub.session``).
+MAX_REMEMBERED_DELETIONS = 4096
+
+
+class ClusterHooks(Protocol):
+    """What the signaling and REST layers ask of the cluster in cluster mode
+    (:class:`e2ee.server.cluster.node.ClusterNode`, docs/cluster.md); ``Hub.cluster`` is
+    ``None`` on a single node."""
+
+    node_id: str
+
+    async def place(self, session_id: str) -> tuple[str, str] | None:
+        """``None`` if this node hosts the session now, else the owner's ``(node_id,
+        public_url)``; raises when the shared state is out of reach."""
+        ...
+
+    def room_ended(self, session_id: str) -> None:
+        """The session's last connection on this node left: give up owning it."""
+        ...
+
+    async def forward(self, session_id: str, action: str, body: dict[str, Any]) -> Any:
+        """Runs ``action`` on the node that owns the session: its reply, or ``None`` when
+        no other live node owns it (then nobody is connected anywhere)."""
+        ...
+
+    async def deleted(self, session_id: str) -> None:
+        """The session was deleted from the shared store: every node forgets it."""
+        ...
+
+    def unavailable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the shared state is out of reach."""
+        ...
 
 
 class Hub:
@@ -40,6 +73,8 @@ class Hub:
 
     #: The tunable budgets (``create_app(limits=...)`` sets them).
     limits: ServerLimits = ServerLimits()
+    #: Cluster mode only (``create_app(cluster=...)``): placement and forwarding.
+    cluster: ClusterHooks | None = None
 
     def __init__(
         self, store: Store, api_key: str, api_secret: str, router_factory: RouterFactory
@@ -49,7 +84,9 @@ class Hub:
         self.router_factory = router_factory
         self.rooms: dict[str, Room] = {}
         self._sessions: dict[str, SessionRecord] = {}
-        self._deleted: set[str] = set()  # sessions deleted by this process
+        # Sessions deleted lately, oldest first: a store read that raced the deletion
+        # must not revive one (a read takes milliseconds, so the recent ones suffice).
+        self._deleted: dict[str, None] = {}
         self._secrets = [ApiSecret(key_id(api_secret), api_secret, time.time(), None)]
         self._secrets_read = float("-inf")  # monotonic time of the last read
         # Revoked by this process (jti -> keep until), checked without awaiting the
@@ -145,16 +182,35 @@ class Hub:
         """Session records held in memory (bounded, see :data:`MAX_CACHED_SESSIONS`)."""
         return len(self._sessions)
 
+    def forget(self, session_id: str, *, deleted: bool = False) -> None:
+        """Drops a cached session record (cluster mode: another node may have deleted
+        it); ``deleted``: it is gone for good, no connection may revive it."""
+        self._sessions.pop(session_id, None)
+        if deleted:
+            self._note_deleted(session_id)
+
+    @property
+    def remembered_deletions(self) -> int:
+        """Deleted session ids held (bounded, see :data:`MAX_REMEMBERED_DELETIONS`)."""
+        return len(self._deleted)
+
+    def _note_deleted(self, session_id: str) -> None:
+        self._deleted[session_id] = None
+        while len(self._deleted) > MAX_REMEMBERED_DELETIONS:
+            del self._deleted[next(iter(self._deleted))]
+
     async def delete_session(self, session_id: str) -> bool:
         """Deletes a session from the store and disconnects everyone in it (reason
         ``session_deleted``); ``False`` if there was no such session."""
         if not await self.store.delete_session(session_id):
             return False
-        self._deleted.add(session_id)
+        self._note_deleted(session_id)
         self._sessions.pop(session_id, None)
         room = self.rooms.get(session_id)
         if room is not None:
             await room.close_all("session_deleted")
+        if self.cluster is not None:  # its owner may be another node
+            await self.cluster.deleted(session_id)
         return True
 
     def room(self, record: SessionRecord) -> Room:
@@ -167,6 +223,8 @@ class Hub:
         """Forgets an empty room and closes its router."""
         if self.rooms.get(room.record.id) is room and not room.connections:
             del self.rooms[room.record.id]
+            if self.cluster is not None:
+                self.cluster.room_ended(room.record.id)
         had_media = room.router_if_any is not None
         await room.close_router()
         if had_media:

@@ -23,9 +23,15 @@ POST     /v1/sessions/{id}/revocations               204; body {jti}: the token 
 DELETE   /v1/sessions/{id}/connections/{cid}         204 (force disconnect; its token is
                                                      revoked)
 DELETE   /v1/sessions/{id}/streams/{sid}             204 (force unpublish)
-POST     /v1/sessions/{id}/archive|broadcast|sip     409 e2ee_unsupported_feature (E2EE),
+POST     /v1/sessions/{id}/broadcast|sip             409 e2ee_unsupported_feature (E2EE),
                                                      501 not_implemented (otherwise)
+(archives: :mod:`e2ee.server.archives`)
 =======  ==========================================  =====================================
+
+Cluster mode (docs/cluster.md): any node answers.  What needs the live room (its
+connections and streams) is forwarded to the node that owns the session
+(:meth:`e2ee.server.hub.ClusterHooks.forward`); with no live owner nobody is connected,
+and the answer is the single node's.
 """
 
 from __future__ import annotations
@@ -66,8 +72,8 @@ MAX_LIST_LIMIT = 1000
 #: A ``jti`` to revoke: printable ASCII without spaces (ours are 22 base64url characters).
 _JTI = re.compile(r"[\x21-\x7e]{1,128}")
 
+# Archiving has its own endpoints (e2ee.server.archives).
 _FEATURES = {
-    "archive": "archiving",
     "broadcast": "live streaming broadcasts",
     "sip": "SIP interconnect",
 }
@@ -103,6 +109,10 @@ async def _json_body(request: web.Request, *, empty_ok: bool) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError("bad_request", "the body must be a JSON object")
     return body
+
+
+#: The JSON object body of a request (for the other REST modules).
+read_json_body = _json_body
 
 
 def _int(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
@@ -209,7 +219,10 @@ async def list_sessions(request: web.Request, hub: Hub) -> web.StreamResponse:
 
 async def get_session(request: web.Request, hub: Hub) -> web.StreamResponse:
     record = await hub.require_session(request.match_info["session_id"])
-    return json_response(session_json(record, hub.rooms.get(record.id)))
+    room = hub.rooms.get(record.id)
+    if room is None and (reply := await _on_owner(hub, record.id, "describe", {})) is not None:
+        return json_response(reply["session"])
+    return json_response(session_json(record, room))
 
 
 async def delete_session(request: web.Request, hub: Hub) -> web.StreamResponse:
@@ -232,6 +245,8 @@ async def revoke_token(request: web.Request, hub: Hub) -> web.StreamResponse:
     room = hub.rooms.get(record.id)
     if room is not None:
         await room.disconnect_token(jti)
+    else:
+        await _on_owner(hub, record.id, "disconnect_token", {"jti": jti})
     return web.Response(status=204)
 
 
@@ -271,20 +286,35 @@ def issue_token(
 
 async def delete_connection(request: web.Request, hub: Hub) -> web.StreamResponse:
     record = await hub.require_session(request.match_info["session_id"])
+    cid = request.match_info["connection_id"]
     room = hub.rooms.get(record.id)
     if room is None:
+        if await _on_owner(hub, record.id, "force_disconnect", {"connection_id": cid}):
+            return web.Response(status=204)
         raise ApiError("unknown_connection", "no such connection in this session", 404)
-    await room.force_disconnect(request.match_info["connection_id"])
+    await room.force_disconnect(cid)
     return web.Response(status=204)
 
 
 async def delete_stream(request: web.Request, hub: Hub) -> web.StreamResponse:
     record = await hub.require_session(request.match_info["session_id"])
+    stream_id = request.match_info["stream_id"]
     room = hub.rooms.get(record.id)
     if room is None:
+        if await _on_owner(hub, record.id, "force_unpublish", {"stream_id": stream_id}):
+            return web.Response(status=204)
         raise ApiError("unknown_stream", "no such stream in this session", 404)
-    await room.remove_stream(request.match_info["stream_id"], "force_unpublished")
+    await room.remove_stream(stream_id, "force_unpublished")
     return web.Response(status=204)
+
+
+async def _on_owner(hub: Hub, session_id: str, action: str, body: dict[str, Any]) -> Any:
+    """Cluster mode: ``action`` done by the node that owns the session, its reply (an
+    error there raises the same :class:`ApiError` here); ``None`` on a single node or
+    when no other live node owns it."""
+    if hub.cluster is None:
+        return None
+    return await hub.cluster.forward(session_id, action, body)
 
 
 def _feature(name: str) -> RestHandler:

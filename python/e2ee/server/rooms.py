@@ -36,6 +36,7 @@ __all__ = [
     "MODERATOR_RESERVE",
     "PENDING_SUBSCRIPTION_SECONDS",
     "Room",
+    "RoomObserver",
     "RoomOwner",
     "Stream",
     "Subscription",
@@ -73,6 +74,15 @@ class RoomOwner(Protocol):
     async def revoke(self, jti: str, expires_at: float | None = None) -> None: ...
 
     def revoked_here(self, jti: str) -> bool: ...
+
+
+class RoomObserver(Protocol):
+    """Follows a room's media (an archive): both run on the event loop and must not
+    block or raise."""
+
+    def stream_added(self, room: Room, stream: Stream) -> None: ...
+
+    def room_closing(self, room: Room) -> None: ...
 
 
 # -- live objects -----------------------------------------------------------------------
@@ -130,6 +140,8 @@ class Room:
         self.subscribing: dict[str, int] = {}  # jti -> subscriptions being set up
         self._count_timers: dict[str, asyncio.TimerHandle] = {}  # stream -> pending count
         self._cleanups: set[asyncio.Task[None]] = set()  # router clean-ups in flight
+        #: Told of new streams and of the room closing (archives, :mod:`e2ee.server.archiving`).
+        self.observers: list[RoomObserver] = []
 
     # -- router ---------------------------------------------------------------------------
 
@@ -320,6 +332,8 @@ class Room:
         self.streams[stream.id] = stream
         conn.streams.add(stream.id)
         self.broadcast({"type": "stream_created", "stream": stream.public(0)})
+        for observer in list(self.observers):
+            observer.stream_added(self, stream)
 
     async def remove_stream(self, stream_id: str, reason: str) -> None:
         """Ends a stream and every subscription to it; ``unknown_stream`` if none."""
@@ -429,6 +443,9 @@ class Room:
     # -- shutdown -------------------------------------------------------------------------
 
     async def close_router(self) -> None:
+        observers, self.observers = self.observers, []
+        for observer in observers:
+            observer.room_closing(self)
         for stream_id in list(self._count_timers):
             self._cancel_count(stream_id)
         router, self._router = self._router, None

@@ -16,6 +16,10 @@ docstring only says how the module is built.
   a client that keeps sending over its limits is closed with 4029.
 * Before a close the server initiates (but 1009), the client gets ``{"type":
   "disconnected", "reason": ...}`` as its last message; its queue keeps room for it.
+* Cluster mode (docs/cluster.md): once the token and the session check out, the node
+  places the session (:meth:`e2ee.server.hub.ClusterHooks.place`); if another node owns
+  it, the client gets ``redirect`` with that node's URL and close 4302; if the shared
+  state is out of reach, ``cluster_unavailable`` and close 4503.
 * Relayed sessions: signaling only; ``publish``/``subscribe`` answer
   ``not_implemented`` and ``signal`` carries the peers' own SDP.
 """
@@ -32,10 +36,12 @@ from aiohttp import WSMsgType, web
 from e2ee.server.connection import Connection, new_id
 from e2ee.server.errors import (
     CLOSE_BAD_REQUEST,
+    CLOSE_CLUSTER_UNAVAILABLE,
     CLOSE_FORBIDDEN,
     CLOSE_NOT_FOUND,
     CLOSE_PARTICIPANT_LIMIT,
     CLOSE_RATE_LIMITED,
+    CLOSE_REDIRECT,
     CLOSE_UNAUTHORIZED,
     ApiError,
 )
@@ -380,6 +386,25 @@ async def _refuse(ws: web.WebSocketResponse, code: int, err: ApiError) -> web.We
     return ws
 
 
+def _unavailable() -> ApiError:
+    return ApiError(
+        "cluster_unavailable",
+        "the cluster's shared state is out of reach, so the session cannot be placed: "
+        "retry in a few seconds",
+        503,
+    )
+
+
+async def _redirect(ws: web.WebSocketResponse, node_id: str, url: str) -> web.WebSocketResponse:
+    """Tells the client which node owns the session, then closes with 4302."""
+    try:
+        await ws.send_json({"type": "redirect", "url": url, "node_id": node_id})
+        await ws.close(code=CLOSE_REDIRECT, message=b"redirect")
+    except Exception as exc:
+        log.debug("redirecting a WebSocket failed: %r", exc)
+    return ws
+
+
 def _session_hello(room: Room, conn: Connection) -> dict[str, Any]:
     r = room.record
     return {
@@ -414,11 +439,22 @@ async def websocket_handler(request: web.Request, hub: Hub) -> web.StreamRespons
         )
     try:
         claims = await hub.verify_session_token(token, session_id)
+        if hub.cluster is not None and session_id not in hub.rooms:
+            hub.forget(session_id)  # another node may have deleted it: read it again
+        record = await hub.session(session_id)
+        if record is not None and hub.cluster is not None:
+            owner = await hub.cluster.place(session_id)
+            if owner is not None:
+                return await _redirect(ws, *owner)
     except TokenWrongSession as exc:
         return await _refuse(ws, CLOSE_FORBIDDEN, ApiError(exc.code, exc.message))
     except TokenError as exc:
         return await _refuse(ws, CLOSE_UNAUTHORIZED, ApiError(exc.code, exc.message))
-    record = await hub.session(session_id)
+    except Exception as exc:
+        if hub.cluster is None or not hub.cluster.unavailable(exc):
+            raise
+        log.warning("refused a join of session %s: the cluster is unavailable", session_id)
+        return await _refuse(ws, CLOSE_CLUSTER_UNAVAILABLE, _unavailable())
     if record is None:
         return await _refuse(ws, CLOSE_NOT_FOUND, ApiError("session_not_found", "no such session"))
 

@@ -373,6 +373,14 @@ class Router:
             raise UnknownStream(f"no stream {stream_id!r}")
         return len(stream.subscriptions)
 
+    def forwarders(self, stream_id: str) -> list[Forwarder]:
+        """The tracks of a published stream, for extra subscribers such as an archive
+        recorder (:meth:`Forwarder.attach`); :class:`UnknownStream` if none."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.ending:
+            raise UnknownStream(f"no stream {stream_id!r}")
+        return list(stream.forwarders)
+
     @property
     def streams(self) -> list[str]:
         return list(self._streams)

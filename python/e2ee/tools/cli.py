@@ -5,8 +5,8 @@ e2ee serve [--host 127.0.0.1] [--port 8080] [--data-dir PATH] [--dev]
 e2ee session create [--e2ee] [--relayed] [--suite N] [--kdf-iterations N] ...
 e2ee session list|show ID|delete ID [--url URL] [--data-dir PATH]
 e2ee token SESSION_ID --role publisher [--ttl SECONDS] [--data TEXT]
-e2ee demo [--participants 3] [--seconds 10] [--json] [--browser [N]]
-e2ee bench crypto|router ...
+e2ee demo [--participants 3] [--seconds 10] [--json] [--browser [N]] [--nodes 3]
+e2ee bench crypto|router|soak|cluster ...
 e2ee selftest
 
 Every command fails with one line on stderr (what went wrong, what to do) and exit code 2
@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import e2ee
+from e2ee.tools.archive_cmd import add_archive_commands
 from e2ee.tools.cli_args import DEFAULT_DATA_DIR, at_least, positive_seconds, server_url
 from e2ee.tools.cli_errors import (
     CommandError,
@@ -83,6 +84,12 @@ def _token(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     require_extra("server", "e2ee demo")
+    if args.nodes:
+        return _cluster_demo(args)
+    if args.sessions is not None:
+        raise UsageError("--sessions goes with --nodes (a single server runs one session)")
+    if args.participants is None:
+        args.participants = 3
     if args.url is None and args.data_dir is not None:
         raise UsageError(
             "--data-dir goes with --url (without --url the demo starts its own "
@@ -115,6 +122,27 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_demo(args: argparse.Namespace) -> int:
+    if args.url is not None or args.data_dir is not None or args.browser:
+        raise UsageError("--nodes starts its own cluster: it does not go with --url or --browser")
+    from e2ee.tools.demo_cluster import format_cluster_report, run_cluster_demo
+    from e2ee.tools.redis_proc import require_cluster_tools
+
+    require_cluster_tools("e2ee demo --nodes")
+    configure_logging(verbose=getattr(args, "verbose", False), debug=getattr(args, "debug", False))
+    report = run_async(
+        run_cluster_demo(
+            args.nodes,
+            args.sessions,
+            2 if args.participants is None else args.participants,
+            args.seconds,
+            progress=not args.json,
+        )
+    )
+    print(json.dumps(report, indent=2) if args.json else format_cluster_report(report))
+    return 0
+
+
 def _browser_demo(args: argparse.Namespace) -> int:
     require_extra("test", "e2ee demo --browser")
     from e2ee.tools.browser_demo import format_browser_report, run_browser_demo
@@ -136,7 +164,7 @@ def _browser_demo(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import importlib
 
-    if args.target in ("router", "soak"):  # their servers run in child processes
+    if args.target in ("router", "soak", "cluster"):  # their servers run in child processes
         require_extra("server", f"e2ee bench {args.target}")
     try:  # a benchmark may import its dependencies late, once its options are parsed
         module = importlib.import_module(f"e2ee.tools.bench.{args.target}")
@@ -166,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_command(sub)
     add_session_commands(sub)
+    add_archive_commands(sub)
 
     p = sub.add_parser("token", help="mint a participant token from the server's data dir")
     p.add_argument("session_id")
@@ -198,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--participants",
         type=at_least(2, "participants: a call has two sides"),
-        default=3,
+        default=None,
         metavar="N",
-        help="how many take part (default: %(default)s)",
+        help="how many take part (default: 3), with --nodes in each session (default 2)",
     )
     p.add_argument(
         "--seconds",
@@ -208,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="S",
         help="how long the call lasts (default: %(default)s)",
+    )
+    p.add_argument(
+        "--nodes",
+        type=at_least(2, "nodes: a cluster has several"),
+        default=0,
+        metavar="N",
+        help="run over N `e2ee serve --cluster` nodes and one redis-server it starts",
+    )
+    p.add_argument(
+        "--sessions",
+        type=at_least(1, "session"),
+        metavar="N",
+        help="with --nodes: how many sessions, spread over the nodes (default: the nodes)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--url", type=server_url, help="use this server instead of starting one")
@@ -226,11 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="benchmarks: `e2ee bench crypto|router|soak ...` (see --help of each)",
+        help="benchmarks: `e2ee bench crypto|router|soak|cluster ...` (see --help of each)",
         description="Benchmarks; the arguments after the target are its own: "
         "`e2ee bench router --help`.",
     )
-    p.add_argument("target", choices=["crypto", "router", "soak"])
+    p.add_argument("target", choices=["crypto", "router", "soak", "cluster"])
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's arguments")
     p.set_defaults(func=_bench)
 

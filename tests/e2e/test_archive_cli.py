@@ -1,0 +1,86 @@
+"""``e2ee archive start|stop|list|download`` against a real ``e2ee serve`` process, with a
+real aiortc publisher (no E2EE) in the test's process."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from e2ee.archive.catalog import SQLiteArchiveCatalog
+from support.archive import Call, Serve, decode, wait_router_frames
+from support.cli import e2ee
+from support.server import Api
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    # In a thread: the publisher's media keeps flowing on this event loop meanwhile.
+    return await asyncio.to_thread(e2ee, "archive", *args, check=check)
+
+
+@pytest.mark.asyncio
+async def test_archive_commands(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = await asyncio.to_thread(Serve, data, tmp_path)
+    where = ("--url", server.url, "--data-dir", str(data))
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(server, http)
+            sid = (await api.create_session())["id"]
+            e2ee_sid = (await api.create_session(e2ee=True, kdf_iterations=1000))["id"]
+            call = Call(api, sid)
+            try:
+                await call.publish(name="cli")
+                await wait_router_frames(api, sid)
+                aid = (await _cli("start", sid, "--name", "from-cli", *where)).stdout.strip()
+                assert re.fullmatch(r"[A-Za-z0-9_-]{22}", aid), aid
+                await asyncio.sleep(2.0)
+                listed = (await _cli("list", "--session", sid, *where)).stdout
+                assert aid in listed
+                assert "started" in listed
+                early = await _cli("download", aid, *where, check=False)
+                assert early.returncode == 1
+                assert "still recording" in early.stderr
+                stopped = await _cli("stop", aid, *where)
+                assert stopped.stdout.strip() == f"stopped archive {aid}"
+                again = await _cli("stop", aid, *where, check=False)
+                assert again.returncode == 1
+                assert "archive_not_recording" in again.stderr
+                out = tmp_path / "got.zip"
+                done = await _cli("download", aid, "-o", str(out), *where)
+                assert f"wrote {out}" in done.stdout
+                refused = await _cli("start", e2ee_sid, *where, check=False)
+                assert refused.returncode == 1
+                assert "e2ee_unsupported_feature" in refused.stderr
+                missing = await _cli("start", "nope", *where, check=False)
+                assert "session_not_found" in missing.stderr
+                # Left running when the server stops: finished on the way out.
+                running = (await _cli("start", sid, *where)).stdout.strip()
+                await asyncio.sleep(1.0)
+            finally:
+                await call.close()
+                await api.close()
+    finally:
+        assert await asyncio.to_thread(server.stop) == 0
+    catalog = SQLiteArchiveCatalog.in_data_dir(data)
+    try:
+        record = await catalog.get(running)
+    finally:
+        await catalog.close()
+    assert record is not None
+    assert (record.status, record.reason) == ("available", "session_ended"), record
+    assert (data / "archives" / running / "archive.zip").is_file()
+    with zipfile.ZipFile(out) as zf:
+        names = sorted(zf.namelist())
+        assert names == ["00-video.webm", "01-audio.webm", "manifest.json"]
+        for name in names[:2]:
+            got = decode(zf.read(name))
+            assert got.frames > 0
+            assert got.good >= 0.9 * got.frames, (name, got)
