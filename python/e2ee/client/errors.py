@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from e2ee.errors import E2eeError
 
-__all__ = ["E2eeRequired", "SessionError"]
+__all__ = ["E2eeRequired", "Redirected", "SessionError"]
 
 
 class SessionError(E2eeError):
@@ -27,3 +27,18 @@ class E2eeRequired(SessionError):
 
     def __init__(self, message: str) -> None:
         super().__init__(self.CODE, message)
+
+
+class Redirected(SessionError):
+    """Cluster mode (docs/cluster.md): the node does not own the session and names the
+    one that does (the server's ``redirect`` message, then close 4302).  The session
+    follows it on its own; an application sees it only past
+    :data:`e2ee.client.redirect.MAX_REDIRECTS` in a row (then ``code`` is
+    ``too_many_redirects``).  ``url`` is the owner's base URL, ``node_id`` its name."""
+
+    CODE = "redirect"
+
+    def __init__(self, url: str, node_id: str, code: str = CODE) -> None:
+        super().__init__(code, f"the session is on node {node_id!r} at {url!r}")
+        self.url = url
+        self.node_id = node_id

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from e2ee.client.errors import SessionError
+from e2ee.client.errors import Redirected, SessionError
 
 __all__ = ["Link"]
 
@@ -67,7 +67,8 @@ class Link:
 
     async def connect(self) -> dict[str, Any]:
         """Opens the WebSocket and returns the server's first message, a ``session``
-        hello; a refusal raises :class:`SessionError` with the server's code.  Nothing
+        hello; a refusal raises :class:`SessionError` with the server's code, a
+        ``redirect`` (cluster mode) :class:`Redirected`.  Nothing
         is read after it until :meth:`start`; on any failure the link is closed."""
         self._http = aiohttp.ClientSession()
         try:
@@ -80,6 +81,8 @@ class Link:
             first = await self._ws.receive_json(timeout=self._timeout)
             if not isinstance(first, dict):
                 raise SessionError("protocol_error", "the server's hello is not an object")
+            if first.get("type") == "redirect":
+                raise Redirected(str(first.get("url", "")), str(first.get("node_id", "")))
             if first.get("type") == "error":
                 raise SessionError(str(first.get("code", "error")), str(first.get("message", "")))
             if first.get("type") != "session" or not isinstance(first.get("session"), dict):

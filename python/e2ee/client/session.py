@@ -18,6 +18,12 @@ backoff (:mod:`e2ee.client.reconnect`), with the same token, keys and policy, pu
 the same tracks again and subscribes again to the streams that still exist; the
 :class:`Publisher` and :class:`Subscriber` objects carry on with their new ids.
 
+Cluster mode (docs/cluster.md): a node that does not own the session redirects the
+client to the one that does; the session follows (event ``redirected``), at most
+:data:`~e2ee.client.redirect.MAX_REDIRECTS` times in a row.  Reconnecting always starts
+again from the entry URL(s), rotating through them when several are given, so that a
+session whose node died is placed again on a live one (failover).
+
 The router never sees a key: this client encrypts after its encoders and decrypts before
 its decoders (:mod:`e2ee.transform.protect`).
 
@@ -37,16 +43,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from e2ee.client.errors import E2eeRequired, SessionError
+from e2ee.client.errors import E2eeRequired, Redirected, SessionError
 from e2ee.client.link import Link
 from e2ee.client.peers import LentTrack, PeerSet, Publisher, Subscriber
 from e2ee.client.policy import E2eeParams, check_hello
 from e2ee.client.reconnect import ReconnectPolicy
+from e2ee.client.redirect import MAX_REDIRECTS, redirect_target
 from e2ee.client.supervisor import Supervisor
 from e2ee.crypto import normalize_secret
 from e2ee.crypto.keyring import KeyRing
@@ -79,11 +86,14 @@ class Session:
     :class:`~e2ee.client.reconnect.ReconnectPolicy` (``True``), a given one, or not at
     all (``False``).  ``heartbeat``: seconds between WebSocket pings; without a pong
     within half of it the connection counts as dropped (``None``: no pings).
+
+    ``url``: the server's base URL, or several (the entry nodes of a cluster, tried in
+    turn when reconnecting).  :attr:`url` is then the node the session is on now.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         session_id: str,
         token: str,
         *,
@@ -95,7 +105,12 @@ class Session:
         reconnect: bool | ReconnectPolicy = True,
         heartbeat: float | None = 10.0,
     ) -> None:
-        self.url = url.rstrip("/")
+        entries = [url] if isinstance(url, str) else list(url)
+        if not entries:
+            raise ValueError("give the server's URL")
+        #: Where (re)connecting starts: the entry nodes, in turn.
+        self.entry_urls = [u.rstrip("/") for u in entries]
+        self.url = self.entry_urls[0]
         self.session_id = session_id
         self._token = token
         self._secret = encryption_secret
@@ -150,6 +165,8 @@ class Session:
           ``connection_closed``, ``republish_failed``, ``resubscribe_failed``);
         * ``connection_lost`` {close_code, reason, reconnecting}: the WebSocket ended
           without :meth:`disconnect`;
+        * ``redirected`` {from_url, url, node_id}: cluster mode, the node joined does
+          not own the session and the session follows it to the one that does;
         * ``reconnecting`` {attempt, delay}, then ``republished`` {publisher,
           old_stream_id, stream_id} and ``resubscribed`` {subscriber,
           old_subscription_id, subscription_id} per stream, then ``reconnected``
@@ -207,9 +224,8 @@ class Session:
         On any of these the connection is closed before anything is sent.  A refused
         first connection is not retried (reconnecting is for connections that dropped).
         """
-        link = self._new_link()
+        link, first = await self._open_link(1)
         try:
-            first = await link.connect()
             params = check_hello(
                 first["session"], secret_given=self._wants_e2ee, policy=self.policy
             )
@@ -224,8 +240,27 @@ class Session:
         self._supervisor = Supervisor(self)
         self._supervisor.start()
 
-    def _new_link(self) -> Link:
-        url = f"{self.url}/v1/sessions/{self.session_id}/ws"
+    async def _open_link(self, attempt: int) -> tuple[Link, dict[str, Any]]:
+        """A connected link and the server's hello, from the entry URL for ``attempt``
+        (from 1), following redirects (:class:`Redirected` past :data:`MAX_REDIRECTS`)."""
+        base = self.entry_urls[(attempt - 1) % len(self.entry_urls)]
+        for followed in range(MAX_REDIRECTS + 1):
+            link = self._new_link(base)
+            try:
+                first = await link.connect()
+            except Redirected as exc:
+                if followed == MAX_REDIRECTS:  # not followed: no event for it
+                    raise Redirected(exc.url, exc.node_id, "too_many_redirects") from None
+                target = redirect_target(base, exc.url)
+                self._emit("redirected", {"from_url": base, "url": target, "node_id": exc.node_id})
+                base = target
+                continue
+            self.url = base
+            return link, first
+        raise AssertionError("unreachable: the last round returns or raises")
+
+    def _new_link(self, base: str) -> Link:
+        url = f"{base}/v1/sessions/{self.session_id}/ws"
         return Link(
             url,
             self._token,
@@ -435,6 +470,7 @@ class Session:
             for track in (audio, video):
                 if track is not None:
                     pc.addTrack(LentTrack(track))  # the track outlives this connection
+            compat.slim_receivers(pc, receives=False)  # a publisher's connection only sends
             await pc.setLocalDescription(await pc.createOffer())
             msg: dict[str, Any] = {"type": "publish", "sdp": self._sdp(pc.localDescription.sdp)}
             if name is not None:
@@ -484,6 +520,7 @@ class Session:
                 sub.replace(sub_id, pc, transform, self._generation)
             sub.follow(pc, transform, self._emit)
             await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            compat.slim_receivers(pc, receives=True)
             await pc.setLocalDescription(await pc.createAnswer())
             answer = self._sdp(pc.localDescription.sdp)
             await self.request({"type": "answer", "subscription_id": sub_id, "sdp": answer})

@@ -8,7 +8,10 @@ it then reconnects with the :class:`~e2ee.client.reconnect.ReconnectPolicy`, wit
 same token, and checks the new hello against the same policy: the E2EE parameters must
 be the ones its keys were derived for, so the key ring (and any planned secret change)
 carries on.  Then it publishes every stream again with the same tracks (new stream ids)
-and subscribes again to the streams that still exist (new subscription ids).  Each new
+and subscribes again to the streams that still exist (new subscription ids).  Each
+attempt starts at an entry URL and follows redirects (cluster mode): when the node that
+owned the session died, the next join places it on a live node, and the media resumes
+there under the same keys (failover, docs/cluster.md).  Each new
 peer connection is protected before its first description, like any other.
 """
 
@@ -52,7 +55,7 @@ class Supervised(Protocol):
     _generation: int
 
     def _emit(self, event: str, message: dict[str, Any]) -> None: ...
-    def _new_link(self) -> Link: ...
+    async def _open_link(self, attempt: int) -> tuple[Link, dict[str, Any]]: ...
     def _check_rejoin(self, first: dict[str, Any]) -> None: ...
     def _install(self, link: Link, first: dict[str, Any]) -> None: ...
     async def _tell(self, message: dict[str, Any]) -> None: ...
@@ -62,6 +65,11 @@ class Supervised(Protocol):
     ) -> tuple[str, RTCPeerConnection, E2eeTransform | None]: ...
 
     async def _negotiate_subscribe(self, stream_id: str, sub: Subscriber | None) -> Subscriber: ...
+
+
+async def _close(link: Link | None) -> None:
+    if link is not None:
+        await link.close()
 
 
 class Supervisor:
@@ -122,24 +130,25 @@ class Supervisor:
             attempts = attempt
             s._emit("reconnecting", {"attempt": attempt, "delay": delay})
             await asyncio.sleep(delay)
-            link = s._new_link()
+            link: Link | None = None
             try:
-                first = await asyncio.wait_for(link.connect(), policy.connect_timeout)
+                link, first = await asyncio.wait_for(s._open_link(attempt), policy.connect_timeout)
                 s._check_rejoin(first)
             except SessionError as exc:
-                await link.close()
+                await _close(link)
                 error = str(exc)
                 if is_terminal_error(exc.code) or exc.code in REFUSED_BY_CLIENT:
                     break
                 continue
             except E2eeError as exc:  # the client's policy refuses the new hello
-                await link.close()
+                await _close(link)
                 error = f"{type(exc).__name__}: {exc}"
                 break
             except (OSError, aiohttp.ClientError, TimeoutError, ValueError, TypeError) as exc:
-                await link.close()
+                await _close(link)
                 error = f"{type(exc).__name__}: {exc}"
                 continue
+            assert link is not None
             before = (s.connection.get("id"), s.connections, s.streams)
             s._install(link, first)
             self._catch_up(*before)

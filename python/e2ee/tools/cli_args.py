@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
+import re
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,10 @@ __all__ = [
     "DEFAULT_URL",
     "at_least",
     "ip_literal",
+    "node_id",
     "port",
     "positive_seconds",
+    "redis_url",
     "server_url",
 ]
 
@@ -98,3 +101,37 @@ def ip_literal(value: str) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an IP address: {value!r}") from None
+
+
+#: A cluster node's name: letters, digits, ``.``, ``_``, ``-`` (it is part of Redis keys
+#: and channel names).
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def redis_url(value: str) -> str:
+    """A cluster's Redis, ``redis://[:PASSWORD@]HOST[:PORT][/DB]`` (``rediss://`` for TLS)."""
+    parts = urllib.parse.urlsplit(value)
+    example = "redis://127.0.0.1:6379/0"
+    if parts.scheme not in ("redis", "rediss"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a Redis URL: e.g. {example}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} has a bad port: e.g. {example}") from None
+    if not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{value!r} has no host: e.g. {example}")
+    db = parts.path.strip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: the path is the database number, e.g. {example}"
+        )
+    return value
+
+
+def node_id(value: str) -> str:
+    """A cluster node's name: 1 to 64 letters, digits, ``.``, ``_``, ``-``."""
+    if not _NODE_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a node id: 1 to 64 letters, digits, '.', '_' or '-'"
+        )
+    return value

@@ -43,6 +43,7 @@ _EXTRA_OF = {
     "cryptography": "bench",
     "matplotlib": "bench",
     "playwright": "test",
+    "redis": "cluster",
 }
 
 

@@ -48,7 +48,7 @@ from e2ee.server.tokens import mint_token
 from e2ee.tools.rest_client import credentials_or_fail, request
 from e2ee.tools.synthetic import FrameCollector, SyntheticAudioTrack, SyntheticVideoTrack
 
-__all__ = ["run_demo"]
+__all__ = ["DemoCall", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ async def _drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
-class _Call:
+class DemoCall:
     """One demo call: the server's credentials, the session, its participants, the pairs
     of publisher and subscriber, and the eavesdropper; :meth:`close` ends them."""
 
@@ -349,7 +349,7 @@ class _Call:
 
 
 async def _run_call(
-    call: _Call, participants: int, seconds: float, say: Callable[[str], None]
+    call: DemoCall, participants: int, seconds: float, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """The call's phases, in order; returns the report."""
     await call.create_session()
@@ -416,7 +416,7 @@ async def run_demo(
             else:
                 assert data_dir is not None
                 creds = credentials_or_fail(data_dir)
-            call = _Call(url, data_dir, creds)
+            call = DemoCall(url, data_dir, creds)
             return await _run_call(call, participants, seconds, say)
         finally:
             if call is not None:

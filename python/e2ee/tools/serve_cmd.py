@@ -6,6 +6,11 @@ data directory it uses and whether it created a new project there: started from 
 directory, ``./e2ee-data`` is another project with another API key, and a token minted
 from one is refused by the other (``token_bad_signature``).  If the bind still fails
 (another process took the port in between), what this start created is removed.
+
+With ``--cluster`` (or ``E2EE_CLUSTER``) the process is one node of a cluster sharing a
+Redis (docs/cluster.md): the project lives there, no data directory is opened, and
+``--node-id`` (``E2EE_NODE_ID``) names the node and ``--public-url`` (``E2EE_PUBLIC_URL``)
+is where clients redirected to it connect.
 """
 
 from __future__ import annotations
@@ -13,14 +18,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import ipaddress
 import logging
+import os
 import shutil
 import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from e2ee.tools.cli_args import DEFAULT_DATA_DIR, at_least, ip_literal, port, positive_seconds
+from e2ee.tools.cli_args import (
+    DEFAULT_DATA_DIR,
+    at_least,
+    ip_literal,
+    node_id,
+    port,
+    positive_seconds,
+    redis_url,
+    server_url,
+)
 from e2ee.tools.cli_errors import CommandError, UsageError, require_extra
 
 __all__ = ["add_serve_command", "bind_error", "server_limits"]
@@ -67,6 +83,26 @@ def add_serve_command(sub: Any) -> None:
         metavar="URL",
         help="STUN server for the router, e.g. stun:stun.example.org:3478 (repeatable; "
         "default: none)",
+    )
+    cluster = p.add_argument_group(
+        "cluster", "run as one node of several sharing a Redis (docs/cluster.md)"
+    )
+    cluster.add_argument(
+        "--cluster",
+        metavar="URL",
+        help="the cluster's Redis, redis://HOST:PORT/DB (env E2EE_CLUSTER; default: none, "
+        "a single node keeping its project in --data-dir)",
+    )
+    cluster.add_argument(
+        "--node-id",
+        metavar="NAME",
+        help="this node's name, unique in the cluster (env E2EE_NODE_ID)",
+    )
+    cluster.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="where clients reach this node, http(s)://HOST:PORT (env E2EE_PUBLIC_URL; "
+        "default: http://HOST:PORT of --host and --port)",
     )
     limits = p.add_argument_group(
         "budgets", "what one client may cost (over budget: HTTP 429 or an error reply)"
@@ -121,12 +157,13 @@ def serve(args: argparse.Namespace) -> int:
             check_dev_host(args.host)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    cluster = cluster_config(args)
     if args.port != 0:  # port 0 cannot be busy
         try:
             asyncio.run(_probe(args.host, args.port))
         except OSError as exc:
             raise CommandError(bind_error(args.host, args.port, exc)) from None
-    created = _open_project(args.data_dir)
+    created = _open_project(args.data_dir) if cluster is None else None
     _log_levels(verbose=getattr(args, "verbose", False), debug=getattr(args, "debug", False))
     rtc_configuration = None
     if args.stun_server:
@@ -142,14 +179,86 @@ def serve(args: argparse.Namespace) -> int:
             media_addresses=args.media_address,
             rtc_configuration=rtc_configuration,
             limits=server_limits(args),
+            cluster=cluster,
         )
-    except OSError as exc:
+    except Exception as exc:
+        if cluster is not None and _cluster_down(exc):
+            raise CommandError(
+                f"cannot reach the cluster's Redis ({_redacted(cluster.url)}): {exc}: "
+                "start it or check --cluster"
+            ) from None
+        if not isinstance(exc, OSError):
+            raise
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise
         if created is not None:
             _undo(created)
         raise CommandError(bind_error(args.host, args.port, exc)) from None
     return 0
+
+
+def _setting(args: argparse.Namespace, name: str, env: str, parse: Any) -> str | None:
+    """An option given on the command line, else from the environment, checked."""
+    value = getattr(args, name)
+    where = f"--{name.replace('_', '-')}"
+    if value is None:
+        value = os.environ.get(env) or None
+        where = env
+    if value is None:
+        return None
+    try:
+        return str(parse(value))
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def cluster_config(args: argparse.Namespace) -> Any:
+    """The :class:`~e2ee.server.cluster.node.ClusterConfig` that the options and the
+    environment ask for, or ``None`` for a single node (then nothing of the cluster, nor
+    ``redis``, is imported)."""
+    url = _setting(args, "cluster", "E2EE_CLUSTER", redis_url)
+    name = _setting(args, "node_id", "E2EE_NODE_ID", node_id)
+    public = _setting(args, "public_url", "E2EE_PUBLIC_URL", server_url)
+    if url is None:
+        if args.node_id is not None or args.public_url is not None:
+            raise UsageError("--node-id and --public-url apply to cluster mode only: add --cluster")
+        return None
+    if name is None:
+        raise UsageError("cluster mode needs a node name unique in the cluster: add --node-id")
+    if public is None:
+        public = _default_public_url(args.host, args.port)
+    require_extra("cluster", "e2ee serve --cluster")
+    from e2ee.server.cluster.node import ClusterConfig
+
+    return ClusterConfig(url=url, node_id=name, public_url=public)
+
+
+def _default_public_url(host: str, port: int) -> str:
+    """``http://HOST:PORT`` of the bind address, when clients can use it."""
+    try:
+        wildcard = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        wildcard = False
+    if port == 0 or wildcard:
+        raise UsageError(
+            "cluster mode needs the URL other nodes send clients to: add --public-url "
+            "(it cannot be told from a wildcard --host or --port 0)"
+        )
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _cluster_down(exc: BaseException) -> bool:
+    from e2ee.server.cluster.errors import ClusterUnavailable
+    from e2ee.server.cluster.redis_client import OUTAGE_ERRORS
+
+    return isinstance(exc, (ClusterUnavailable, *OUTAGE_ERRORS))
+
+
+def _redacted(url: str) -> str:
+    from e2ee.server.cluster.node import redacted
+
+    return redacted(url)
 
 
 async def _probe(host: str, port: int) -> None:

@@ -38,7 +38,7 @@ from e2ee.tools.bench.router_worker.media import (
     load_media,
 )
 
-__all__ = ["Flow", "HonestWorker", "PacketLoop"]
+__all__ = ["Flow", "HonestWorker", "PacketLoop", "Participant"]
 
 log = logging.getLogger("e2ee.tools.bench.soak")
 
@@ -170,7 +170,7 @@ class Flow:
 
 
 @dataclass
-class _Participant:
+class Participant:
     name: str
     partner: str
     token: str
@@ -191,7 +191,7 @@ class HonestWorker:
         self.cfg = cfg
         self.media: Media = load_media(Path(cfg["media"]))
         self.people = [
-            _Participant(p["name"], p["partner"], p["token"], p["churns"])
+            Participant(p["name"], p["partner"], p["token"], p["churns"])
             for p in cfg["participants"]
         ]
         self.flows: list[Flow] = []
@@ -227,7 +227,7 @@ class HonestWorker:
 
         self.lag.start()
 
-        async def arrive(p: _Participant, delay: float) -> None:
+        async def arrive(p: Participant, delay: float) -> None:
             await asyncio.sleep(delay)
             await self._join(p)
             if p.churns:
@@ -235,12 +235,13 @@ class HonestWorker:
 
         await asyncio.gather(*(arrive(p, 0.2 * i) for i, p in enumerate(self.people)))
 
-    async def _join(self, p: _Participant) -> None:
+    def _new_session(self, p: Participant) -> Any:
+        """The client of ``p`` (``e2ee bench cluster`` gives each its own session and
+        entry URLs)."""
         from e2ee.client import Session, SessionPolicy
 
         cfg = self.cfg
-        t0 = time.monotonic()
-        s = Session(
+        return Session(
             cfg["url"],
             cfg["session_id"],
             p.token,
@@ -248,6 +249,10 @@ class HonestWorker:
             policy=SessionPolicy(min_iterations=cfg["kdf_iterations"]),
             request_timeout=30.0,
         )
+
+    async def _join(self, p: Participant) -> None:
+        t0 = time.monotonic()
+        s = self._new_session(p)
         try:
             await s.connect()
             t1 = time.monotonic()
@@ -281,7 +286,7 @@ class HonestWorker:
             loops["audio"] = PacketLoop("audio", self.media.audio, rate).track
         return loops
 
-    async def _publish(self, p: _Participant, s: Any) -> None:
+    async def _publish(self, p: Participant, s: Any) -> None:
         try:
             await s.publish(name=p.name, **self._tracks())
         except Exception as exc:
@@ -290,14 +295,14 @@ class HonestWorker:
 
     # -- the partner's stream ------------------------------------------------------------
 
-    def _on_created(self, p: _Participant, msg: dict[str, Any]) -> None:
+    def _on_created(self, p: Participant, msg: dict[str, Any]) -> None:
         self._on_stream(p, msg["stream"])
 
-    def _on_stream(self, p: _Participant, stream: dict[str, Any]) -> None:
+    def _on_stream(self, p: Participant, stream: dict[str, Any]) -> None:
         if stream.get("name") == p.partner and not self.frozen:
             self._spawn(self._subscribe(p, stream["id"]))
 
-    async def _subscribe(self, p: _Participant, stream_id: str) -> None:
+    async def _subscribe(self, p: Participant, stream_id: str) -> None:
         async with p.lock:
             s = p.session
             if s is None or p.leaving or (p.sub is not None and p.sub.stream_id == stream_id):
@@ -326,18 +331,18 @@ class HonestWorker:
                 await sub.video.recv()
                 flow.tick(time.monotonic())
 
-    def _on_gone(self, p: _Participant, msg: dict[str, Any]) -> None:
+    def _on_gone(self, p: Participant, msg: dict[str, Any]) -> None:
         stream_id = msg["stream"]["id"]
         if p.sub is not None and p.sub.stream_id == stream_id:
             reason = f"stream destroyed: {msg.get('reason', '?')}"
             self._spawn(self._partner_left(p, stream_id, reason))
 
-    async def _partner_left(self, p: _Participant, stream_id: str, reason: str) -> None:
+    async def _partner_left(self, p: Participant, stream_id: str, reason: str) -> None:
         async with p.lock:
             if p.sub is not None and p.sub.stream_id == stream_id:
                 await self._drop_sub(p, reason, trailing=False)
 
-    def _on_publisher_ended(self, p: _Participant, s: Any, msg: dict[str, Any]) -> None:
+    def _on_publisher_ended(self, p: Participant, s: Any, msg: dict[str, Any]) -> None:
         """Its own stream ended without it leaving: media lost; publish again."""
         if p.session is not s or p.leaving or self.frozen:
             return
@@ -345,7 +350,7 @@ class HonestWorker:
         self.drops[reason] = self.drops.get(reason, 0) + 1
         self._spawn(self._publish(p, s))
 
-    async def _drop_sub(self, p: _Participant, reason: str, *, trailing: bool) -> None:
+    async def _drop_sub(self, p: Participant, reason: str, *, trailing: bool) -> None:
         if p.flow is not None:
             p.flow.end(time.monotonic(), reason, trailing=trailing)
         for task in p.tasks:
@@ -356,7 +361,7 @@ class HonestWorker:
             with contextlib.suppress(Exception):
                 await p.session.unsubscribe(sub)
 
-    def _on_subscriber_ended(self, p: _Participant, s: Any, msg: dict[str, Any]) -> None:
+    def _on_subscriber_ended(self, p: Participant, s: Any, msg: dict[str, Any]) -> None:
         """The client gave up its subscription (its connection failed): media lost;
         subscribe again if the stream is still there."""
         if p.session is not s or p.leaving or self.frozen or not msg.get("failed"):
@@ -367,19 +372,19 @@ class HonestWorker:
             )
             self._spawn(self._resubscribe(p, s, str(msg.get("stream_id", ""))))
 
-    async def _resubscribe(self, p: _Participant, s: Any, stream_id: str) -> None:
+    async def _resubscribe(self, p: Participant, s: Any, stream_id: str) -> None:
         async with p.lock:
             await self._drop_sub(p, "subscription lost", trailing=True)
         if stream_id in s.streams:
             await self._subscribe(p, stream_id)
 
-    def _on_connection_lost(self, p: _Participant, s: Any, msg: dict[str, Any]) -> None:
+    def _on_connection_lost(self, p: Participant, s: Any, msg: dict[str, Any]) -> None:
         """The WebSocket dropped under the client (it reconnects by itself)."""
         if p.session is s and not p.leaving and not self.frozen:
             key = f"connection lost: {msg.get('reason') or msg.get('close_code')}"
             self.drops[key] = self.drops.get(key, 0) + 1
 
-    def _on_resubscribed(self, p: _Participant, msg: dict[str, Any]) -> None:
+    def _on_resubscribed(self, p: Participant, msg: dict[str, Any]) -> None:
         """After a reconnect the subscription has new tracks: receive from them (the
         flow goes on; the time without frames counts as a gap)."""
         sub = msg.get("subscriber")
@@ -390,7 +395,7 @@ class HonestWorker:
 
     # -- leaving, churn, drops -----------------------------------------------------------
 
-    async def _leave(self, p: _Participant, reason: str, *, trailing: bool) -> None:
+    async def _leave(self, p: Participant, reason: str, *, trailing: bool) -> None:
         async with p.lock:
             p.leaving = True
             await self._drop_sub(p, reason, trailing=trailing)
@@ -399,7 +404,7 @@ class HonestWorker:
             with contextlib.suppress(Exception):
                 await s.disconnect()
 
-    async def _churn(self, p: _Participant) -> None:
+    async def _churn(self, p: Participant) -> None:
         every = self.cfg["churn_every"]
         while not self.frozen:
             await asyncio.sleep(every * self._rng.uniform(0.5, 1.5))
@@ -411,11 +416,11 @@ class HonestWorker:
                 self.rejoins += 1
                 await self._join(p)
 
-    def _on_disconnected(self, p: _Participant, s: Any, msg: dict[str, Any]) -> None:
+    def _on_disconnected(self, p: Participant, s: Any, msg: dict[str, Any]) -> None:
         if p.session is s and not p.leaving:
             p.dropped = str(msg.get("reason", "?"))
 
-    async def _watch(self, p: _Participant, s: Any) -> None:
+    async def _watch(self, p: Participant, s: Any) -> None:
         """A session that closes without this participant leaving was dropped: rejoin."""
         await s.closed.wait()
         if p.session is not s or p.leaving or self.frozen:

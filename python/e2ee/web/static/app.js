@@ -239,7 +239,8 @@ async function join({ sessionId, token, secret, name, publish, synthetic, minIte
   state.error = null;
   setStatus("Connecting…", "connecting");
   const policy = minIterations ? { minIterations } : undefined;
-  const session = await connect(location.origin, sessionId, token, { encryptionSecret: secret, policy });
+  const on = { redirected: (ev) => record(ev.type, ev, `Redirected to node ${ev.nodeId} at ${ev.url}`) };
+  const session = await connect(location.origin, sessionId, token, { encryptionSecret: secret, policy, on });
   api.session = session;
   state.connected = true;
   state.sessionId = sessionId;
@@ -437,8 +438,7 @@ function teardown() {
   for (const id of [...remotes.keys()]) removeRemote(id);
   local?.tile.remove();
   local = null;
-  state.connected = false;
-  state.publishing = false;
+  state.connected = state.publishing = false;
   $("controls").hidden = true;
   $("badge").hidden = true;
 }

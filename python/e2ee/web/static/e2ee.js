@@ -36,6 +36,7 @@
 //   policy.js      what the client accepts from a server's hello; SDP stripping
 //   keyring.js     the session's secrets, turned into keys
 //   link.js        the signaling WebSocket: hello, requests and replies, close reasons
+//   redirect.js    cluster mode: following a node's redirect to the session's owner
 //   transforms.js  the E2EE transforms of the tracks and their worker
 //   peers.js       Publisher and Subscriber, one RTCPeerConnection each
 //   emitter.js     on/off/emit of a session, a publisher, a subscriber
@@ -55,6 +56,7 @@ export {
 export { DEFAULT_GRACE_PERIOD, KeyRing } from "./keyring.js";
 export { CLOSE_REASONS } from "./link.js";
 export { Publisher, Subscriber } from "./peers.js";
+export { MAX_REDIRECTS, Redirected, redirectTarget } from "./redirect.js";
 export {
   E2EE_SUITES,
   MEDIA_DERIVED_EXTENSIONS,

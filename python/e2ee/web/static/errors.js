@@ -52,8 +52,9 @@ export class WeakSessionParameters extends E2eeError {
 
 /** The server refused something, or the client refused the server; `.code` is the
  * server's error code or one of the client's (`not_connected`, `protocol_error`,
- * `e2ee_required`, `e2ee_not_supported`, `timeout`, `disconnected`).  Server codes an
- * application may meet besides invalid requests: at connect `token_connection_limit`
+ * `e2ee_required`, `e2ee_not_supported`, `timeout`, `disconnected`, and in cluster mode
+ * `too_many_redirects`: redirect.js).  Server codes an application may meet besides
+ * invalid requests: at connect `token_connection_limit`
  * (the token already has its most connections open), `participant_limit` and the
  * `token_*` refusals; on any request `rate_limited` (over the per-type rate limit of
  * python/e2ee/server/limits.py: nothing was done, retry later); on subscribe

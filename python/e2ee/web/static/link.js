@@ -7,6 +7,7 @@
 // say (CLOSE_REASONS maps the codes it uses).
 
 import { SessionError } from "./errors.js";
+import { Redirected } from "./redirect.js";
 
 /** Server event types and their names here. */
 export const SERVER_EVENTS = {
@@ -30,6 +31,9 @@ export const CLOSE_REASONS = Object.freeze({
   4001: "force_disconnected",
   4008: "too_slow",
   4029: "rate_limited",
+  // Cluster mode: the session moved to another node while connected (docs/cluster.md);
+  // joining again follows the redirect to it.
+  4302: "redirected",
   4404: "session_deleted",
 });
 
@@ -71,8 +75,9 @@ export class Link {
 
   /**
    * The server's first message, a `session` hello; rejects on an error reply, a
-   * malformed hello, a close before it or the timeout.  What follows the hello is kept
-   * until {@link Link#start}.
+   * malformed hello, a close before it or the timeout, and with {@link Redirected} when
+   * another node owns the session (cluster mode; redirect.js follows it).  What follows
+   * the hello is kept until {@link Link#start}.
    */
   hello() {
     const ws = this.#ws;
@@ -91,7 +96,8 @@ export class Link {
           reject(new SessionError("protocol_error", "the server's hello is not JSON"));
           return;
         }
-        if (msg?.type === "error") reject(new SessionError(msg.code ?? "error", msg.message ?? ""));
+        if (msg?.type === "redirect") reject(new Redirected(msg.url, msg.node_id ?? ""));
+        else if (msg?.type === "error") reject(new SessionError(msg.code ?? "error", msg.message ?? ""));
         else if (msg?.type !== "session" || typeof msg.session !== "object" || msg.session === null) {
           reject(new SessionError("protocol_error", "the server's hello has no session"));
         } else {

@@ -10,6 +10,7 @@ import { DEFAULT_GRACE_PERIOD, KeyRing, MAX_ACCEPTED, validSecret } from "./keyr
 import { Link, SERVER_EVENTS } from "./link.js";
 import { Publisher, Subscriber, preferE2eeCodecs, stopMediaDerivedExtensions } from "./peers.js";
 import { checkHello, sessionPolicy, stripMediaDerivedExtensions } from "./policy.js";
+import { openFollowing } from "./redirect.js";
 import { Transforms, hasEndToEndEncryptionSupport, transformApi } from "./transforms.js";
 
 /**
@@ -20,7 +21,10 @@ import { Transforms, hasEndToEndEncryptionSupport, transformApi } from "./transf
  * (`subscription_id`, `stream_id`: a subscription not answered in time ended; its
  * pending {@link Session#subscribe} rejects with code `subscription_expired`),
  * `rateLimited` (`request`: the type of a message the server refused as over its rate
- * limit; the request rejects with code `rate_limited`),
+ * limit; the request rejects with code `rate_limited`), `redirected` (`fromUrl`, `url`,
+ * `nodeId`: cluster mode, the node joined does not own the session and the session
+ * follows it to the one that does, redirect.js; emitted during {@link Session#connect},
+ * so listen before it or through connect()'s `on` option),
  * `disconnected` (`{reason, code}`: the server's reason, such as `force_disconnected`,
  * `too_slow`, `rate_limited`, or CLOSE_REASONS (link.js) of the close code, `disconnected`
  * after {@link Session#disconnect}, `connection_lost` otherwise), and for
@@ -32,6 +36,8 @@ import { Transforms, hasEndToEndEncryptionSupport, transformApi } from "./transf
  */
 export class Session extends Emitter {
   #url;
+  /** The node the session is on (cluster mode: where the redirects led). */
+  url;
   #token;
   #secret;
   #accepted = [];
@@ -44,7 +50,8 @@ export class Session extends Emitter {
   #unanswered = new Map();
 
   /**
-   * @param {string} url the server's http(s) URL
+   * @param {string} url the server's http(s) URL (cluster mode: any node; {@link Session#url}
+   *   is then the one the session is on)
    * @param {string} sessionId
    * @param {string} token a session token from the application server
    * @param {{encryptionSecret?: string, policy?: object, gracePeriod?: number,
@@ -66,7 +73,7 @@ export class Session extends Emitter {
       iceServers = [],
       transformApi: forcedApi,
     } = options;
-    this.#url = url.replace(/\/+$/, "");
+    this.#url = this.url = url.replace(/\/+$/, "");
     this.sessionId = sessionId;
     this.#token = token;
     if (encryptionSecret !== undefined && encryptionSecret !== null) validSecret(encryptionSecret);
@@ -106,18 +113,23 @@ export class Session extends Emitter {
    * connection is closed before anything is sent.
    */
   async connect() {
-    const link = new Link(this.#url, this.sessionId, this.#token, {
-      timeout: this.#timeout,
-      handlers: {
-        event: (msg) => this.#onMessage(msg),
-        close: (ev) => this.#onClose(ev),
-        rateLimited: (request) => this.emit("rateLimited", { type: "rateLimited", request }),
-        closedByClient: () => this.#closed,
-      },
-    });
-    this.#link = link;
+    const open = (base) =>
+      (this.#link = new Link(base, this.sessionId, this.#token, {
+        timeout: this.#timeout,
+        handlers: {
+          event: (msg) => this.#onMessage(msg),
+          close: (ev) => this.#onClose(ev),
+          rateLimited: (request) => this.emit("rateLimited", { type: "rateLimited", request }),
+          closedByClient: () => this.#closed,
+        },
+      }));
+    const redirected = (ev) => this.emit("redirected", { type: "redirected", ...ev });
+    let link;
     try {
-      const first = await link.hello();
+      const opened = await openFollowing(this.#url, open, redirected);
+      link = opened.link;
+      this.url = opened.url;
+      const first = opened.first;
       const params = checkHello(first.session, { secretGiven: this.#wantsE2ee, policy: this.policy });
       if (params) {
         if (!this.#transforms.api || !hasEndToEndEncryptionSupport()) {
@@ -410,12 +422,14 @@ export class Session extends Emitter {
 }
 
 /**
- * Connects to a session: `new Session(...)` then {@link Session#connect}.
+ * Connects to a session: `new Session(...)` then {@link Session#connect}.  `options.on`:
+ * handlers of events by type, listening from before the connect (e.g. `redirected`).
  *
  * @returns {Promise<Session>}
  */
 export async function connect(url, sessionId, token, options = {}) {
   const session = new Session(url, sessionId, token, options);
+  for (const [type, handler] of Object.entries(options.on ?? {})) session.on(type, handler);
   await session.connect();
   return session;
 }
