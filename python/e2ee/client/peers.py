@@ -61,6 +61,12 @@ class LentTrack(MediaStreamTrack):
         super().__init__()
         self.kind = source.kind
         self.source = source
+        # A pre-encoded source answers key-frame requests itself (the E2EE sender asks
+        # the sender's track for ``request_keyframe``, e2ee.transform.sender): without
+        # passing it on, a new subscriber waited for the source's next natural key frame.
+        request = getattr(source, "request_keyframe", None)
+        if callable(request):
+            self.request_keyframe = request
 
     async def recv(self) -> Any:
         if self.readyState != "live":

@@ -207,3 +207,18 @@ async def test_a_lent_track_ends_with_its_connection_and_the_source_lives_on(
     assert source.readyState == "live"
     frame = await asyncio.wait_for(LentTrack(source).recv(), 5)  # the next connection's
     assert (frame.width, frame.height) == (320, 240)
+
+
+def test_a_lent_track_passes_key_frame_requests_to_its_source() -> None:
+    class PreEncoded(SyntheticVideoTrack):
+        asked = 0
+
+        def request_keyframe(self) -> None:
+            self.asked += 1
+
+    source = PreEncoded()
+    lent = LentTrack(source)
+    lent.request_keyframe()
+    assert source.asked == 1
+    # A source that encodes (aiortc's encoder takes the PLI) has nothing to pass on.
+    assert not hasattr(LentTrack(SyntheticVideoTrack()), "request_keyframe")
