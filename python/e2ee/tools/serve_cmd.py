@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -327,12 +328,20 @@ def _open_project(data_dir: Path) -> Path | None:
 
 def _undo(created: Path) -> None:
     """Removes what :func:`_open_project` created: a directory, or the database (with
-    SQLite's side files)."""
+    SQLite's side files) and what the server made beside it before it failed to bind
+    (the archive catalog, an empty archives directory): a new project only, so none of
+    it can hold anything of the user's."""
     if created.is_dir():
         shutil.rmtree(created, ignore_errors=True)
         return
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        created.with_name(created.name + suffix).unlink(missing_ok=True)
+    from e2ee.archive.catalog import CATALOG_FILE
+    from e2ee.server.archiving import ARCHIVES_DIR
+
+    for name in (created.name, CATALOG_FILE):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            created.with_name(name + suffix).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        created.with_name(ARCHIVES_DIR).rmdir()  # only if empty
 
 
 def _log_levels(*, verbose: bool, debug: bool) -> None:
