@@ -54,6 +54,9 @@ class ArchiveRecord:
     size: int = 0
     expires_at: float | None = None
     streams: list[dict[str, Any]] = field(default_factory=list)
+    #: Cluster mode: the node whose data directory holds the files (``None`` on a
+    #: single node).
+    node_id: str | None = None
 
     def public(self) -> dict[str, Any]:
         """The REST view (the manifest's entries under ``streams``)."""

@@ -339,8 +339,12 @@ async def create_app(
 
     app.on_shutdown.append(on_shutdown)
     # After the rooms' shutdown handler: closing the routers ends the archives' tracks.
-    archives = ArchiveService(hub, data_dir, archive_config or ArchiveConfig.from_env())
-    add_archive_routes(app, hub, archives)
+    # Cluster mode: records in Redis naming this node as the files' holder.
+    catalog = cluster.archive_catalog() if cluster is not None else None
+    node_id = cluster.node_id if cluster is not None else None
+    config = archive_config or ArchiveConfig.from_env()
+    archives = ArchiveService(hub, data_dir, config, catalog, node_id)
+    add_archive_routes(app, hub, archives, cluster.archives(archives) if cluster else None)
 
     async def on_startup(_app: web.Application) -> None:
         lag.start()

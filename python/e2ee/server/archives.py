@@ -14,21 +14,28 @@ DELETE   /v1/archives/{aid}                          204 (files and record delet
 GET      /v1/archives/{aid}/download                 200 application/zip (manifest.json and
                                                      one WebM file per track)
 =======  ==========================================  =====================================
+
+Cluster mode (docs/cluster.md): the records are shared (Redis), the files stay on the
+node that recorded them (``node_id``).  A start goes to the session's owner, where its
+clients are; stop and delete go to the node holding the archive; a download from
+another node is streamed from the holder (:class:`ArchiveRemote`,
+:mod:`e2ee.server.cluster.archives`); list and get answer from the shared records.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from e2ee.archive.manifest import ArchiveRecord
 from e2ee.server.archiving import ArchiveService
 from e2ee.server.errors import ApiError
 from e2ee.server.hub import Hub
 from e2ee.server.rest import MAX_LIST_LIMIT, authenticate, json_response, read_json_body
 
-__all__ = ["ARCHIVES", "add_archive_routes", "parse_archive_options"]
+__all__ = ["ARCHIVES", "ArchiveRemote", "add_archive_routes", "parse_archive_options"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,6 +44,27 @@ ARCHIVES: web.AppKey[ArchiveService] = web.AppKey("e2ee_archives", ArchiveServic
 #: Longest archive name.
 MAX_NAME_CHARS = 200
 _FIELDS = frozenset({"name", "has_audio", "has_video", "output_mode"})
+
+
+class ArchiveRemote(Protocol):
+    """Cluster mode: archives whose session or files are on another node."""
+
+    async def start_on_owner(
+        self, session_id: str, options: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The archive (REST view) started by the session's owner, or ``None`` when
+        no other live node owns it (then this node starts it, or refuses)."""
+        ...
+
+    async def on_holder(self, record: ArchiveRecord, action: str) -> dict[str, Any]:
+        """``stop`` or ``delete`` done by the node holding ``record``; its reply."""
+        ...
+
+    async def download(self, request: web.Request, record: ArchiveRecord) -> web.StreamResponse:
+        """The zip streamed from the node holding ``record``."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 def parse_archive_options(body: dict[str, Any]) -> dict[str, Any]:
@@ -71,9 +99,19 @@ def _limit(request: web.Request) -> int:
     return int(raw)
 
 
-def add_archive_routes(app: web.Application, hub: Hub, service: ArchiveService) -> None:
-    """Registers the archive endpoints (and ``service`` as ``app[ARCHIVES]``)."""
+def add_archive_routes(
+    app: web.Application, hub: Hub, service: ArchiveService, remote: ArchiveRemote | None = None
+) -> None:
+    """Registers the archive endpoints (and ``service`` as ``app[ARCHIVES]``).
+    ``remote``: cluster mode (see the module docs)."""
     app[ARCHIVES] = service
+
+    async def elsewhere(archive_id: str) -> tuple[ArchiveRemote, ArchiveRecord] | None:
+        """Cluster mode: the record of an archive held by another node."""
+        if remote is None or archive_id in service.live:
+            return None
+        record = await service.get(archive_id)
+        return (remote, record) if service.held_elsewhere(record) else None
 
     def auth(handler: _Handler) -> _Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -85,10 +123,17 @@ def add_archive_routes(app: web.Application, hub: Hub, service: ArchiveService) 
     async def start(request: web.Request) -> web.StreamResponse:
         record = await hub.require_session(request.match_info["session_id"])
         options = parse_archive_options(await read_json_body(request, empty_ok=True))
+        if remote is not None:
+            started = await remote.start_on_owner(record.id, options)
+            if started is not None:
+                return json_response(started, status=201)
         archive = await service.start(record, **options)
         return json_response(archive.public(), status=201)
 
     async def stop(request: web.Request) -> web.StreamResponse:
+        held = await elsewhere(request.match_info["archive_id"])
+        if held is not None:
+            return json_response(await held[0].on_holder(held[1], "stop"))
         archive = await service.stop(request.match_info["archive_id"])
         return json_response(archive.public())
 
@@ -104,11 +149,18 @@ def add_archive_routes(app: web.Application, hub: Hub, service: ArchiveService) 
         return json_response(archive.public())
 
     async def delete(request: web.Request) -> web.StreamResponse:
+        held = await elsewhere(request.match_info["archive_id"])
+        if held is not None:
+            await held[0].on_holder(held[1], "delete")
+            return web.Response(status=204)
         await service.delete(request.match_info["archive_id"])
         return web.Response(status=204)
 
     async def download(request: web.Request) -> web.StreamResponse:
         archive_id = request.match_info["archive_id"]
+        held = await elsewhere(archive_id)
+        if held is not None:
+            return await held[0].download(request, held[1])
         path = await service.zip_path(archive_id)
         return web.FileResponse(
             path,
@@ -132,6 +184,8 @@ def add_archive_routes(app: web.Application, hub: Hub, service: ArchiveService) 
 
     async def on_shutdown(_app: web.Application) -> None:
         await service.close()
+        if remote is not None:
+            await remote.close()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)

@@ -10,6 +10,8 @@ stream published before or during the archive gets a recorder per archived track
 the room closes (everyone left, the session was deleted).  Clients in the session get
 ``archive_started`` and ``archive_stopped``.  Records live in the
 :class:`~e2ee.archive.catalog.ArchiveCatalog`, files in ``<data dir>/archives/<id>/``.
+In cluster mode the catalog is shared (Redis) and each record names the node holding
+the files (``node_id``); :mod:`e2ee.server.archives` sends what needs them there.
 """
 
 from __future__ import annotations
@@ -62,8 +64,11 @@ class ArchiveService:
         data_dir: str | Path,
         config: ArchiveConfig | None = None,
         catalog: ArchiveCatalog | None = None,
+        node_id: str | None = None,
     ) -> None:
         self.hub = hub
+        #: Cluster mode: this node, named in the records of the archives it holds.
+        self.node_id = node_id
         self.config = config or ArchiveConfig()
         self.root = Path(data_dir) / ARCHIVES_DIR
         self.catalog: ArchiveCatalog = catalog or SQLiteArchiveCatalog.in_data_dir(data_dir)
@@ -113,6 +118,7 @@ class ArchiveService:
             has_video=has_video,
             output_mode="individual",
             created_at=time.time(),
+            node_id=self.node_id,
         )
         live = LiveArchive(
             archive,
@@ -207,6 +213,11 @@ class ArchiveService:
         task.add_done_callback(self._tasks.discard)
 
     # -- queries --------------------------------------------------------------------------
+
+    def held_elsewhere(self, record: ArchiveRecord) -> bool:
+        """Cluster mode: whether ``record``'s files (and its recording) are on another
+        node."""
+        return record.node_id is not None and record.node_id != self.node_id
 
     async def get(self, archive_id: str) -> ArchiveRecord:
         live = self.live.get(archive_id)

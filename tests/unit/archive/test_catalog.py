@@ -1,12 +1,18 @@
-"""The archive catalog (SQLite), the settings, and the retention sweep, on real files."""
+"""The archive catalog, the settings, and the retention sweep, on real files.
+
+The catalog's expectations run against both implementations: SQLite in the data
+directory, and Redis (``RedisArchiveCatalog``, cluster mode) on a real ``redis-server``
+(skipped without one); "reopen" is a new client on the same key prefix there."""
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from e2ee.archive.catalog import SQLiteArchiveCatalog
+from e2ee.archive.catalog import ArchiveCatalog, SQLiteArchiveCatalog
 from e2ee.archive.config import ArchiveConfig
 from e2ee.archive.manifest import ArchiveRecord, new_archive_id
 from e2ee.archive.retention import RetentionSweeper
@@ -26,33 +32,69 @@ def _record(session: str, at: float, expires: float | None = None) -> ArchiveRec
     )
 
 
+OpenCatalog = Callable[[], ArchiveCatalog]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def open_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> OpenCatalog:
+    """Opens the catalog under test (again: the same records)."""
+    if request.param == "sqlite":
+        return lambda: SQLiteArchiveCatalog.in_data_dir(tmp_path)
+    server = request.getfixturevalue("redis_server_module")
+    from e2ee.server.cluster.archive_catalog import RedisArchiveCatalog
+
+    prefix = f"t{secrets.token_hex(4)}:"
+    return lambda: RedisArchiveCatalog.connect(server.url, prefix=prefix)
+
+
 @pytest.mark.asyncio
-async def test_catalog_keeps_records_across_reopen(tmp_path: Path) -> None:
-    catalog = SQLiteArchiveCatalog.in_data_dir(tmp_path)
+async def test_catalog_keeps_records_across_reopen(open_catalog: OpenCatalog) -> None:
+    catalog = open_catalog()
     a, b, c = _record("s1", 1.0), _record("s1", 2.0), _record("s2", 3.0)
     for record in (a, b, c):
         await catalog.put(record)
     b.status = "available"
+    b.expires_at = 50.0
     await catalog.put(b)
     await catalog.close()
-    assert (tmp_path / "archives.sqlite3").stat().st_mode & 0o777 == 0o600
 
-    catalog = SQLiteArchiveCatalog.in_data_dir(tmp_path)
+    catalog = open_catalog()
     try:
         assert await catalog.get(b.id) == b
         assert await catalog.get("nope") is None
         assert [r.id for r in await catalog.list_archives(None, 10)] == [c.id, b.id, a.id]
         assert [r.id for r in await catalog.list_archives("s1", 1)] == [b.id]
+        assert [r.id for r in await catalog.list_archives("s2", 10)] == [c.id]
+        assert await catalog.list_archives("s3", 10) == []
+        assert await catalog.expired(60.0) == [b]
+        assert await catalog.expired(40.0) == []
         assert await catalog.delete(a.id)
         assert not await catalog.delete(a.id)
         assert await catalog.get(a.id) is None
+        assert [r.id for r in await catalog.list_archives("s1", 10)] == [b.id]
+        # A replaced record leaves its expiry when it has none any more.
+        b.expires_at = None
+        await catalog.put(b)
+        assert await catalog.expired(60.0) == []
+        assert await catalog.delete(b.id)
+        assert [r.id for r in await catalog.list_archives(None, 10)] == [c.id]
     finally:
         await catalog.close()
 
 
 @pytest.mark.asyncio
-async def test_retention_sweep_deletes_expired_archives(tmp_path: Path) -> None:
+async def test_sqlite_catalog_file_is_private(tmp_path: Path) -> None:
     catalog = SQLiteArchiveCatalog.in_data_dir(tmp_path)
+    await catalog.put(_record("s", 1.0))
+    await catalog.close()
+    assert (tmp_path / "archives.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.asyncio
+async def test_retention_sweep_deletes_expired_archives(
+    tmp_path: Path, open_catalog: OpenCatalog
+) -> None:
+    catalog = open_catalog()
     root = tmp_path / "archives"
     old, busy, fresh, open_ended = (
         _record("s", 1.0, expires=100.0),

@@ -2,6 +2,8 @@
 
 * :class:`RedisStore` (:mod:`.redis_store`): the durable state (credentials, API secrets,
   sessions, revoked tokens), the :class:`~e2ee.server.store.Store` of every node;
+* :mod:`.archive_catalog` (the archive records) and :mod:`.archives` (archives started
+  on the session's owner, stopped, deleted and downloaded through their holder);
 * :class:`NodeRegistry`, :class:`NodeInfo` (:mod:`.registry`): heartbeats with load; a
   node is live while its key lives;
 * :class:`Placement` (:mod:`.placement`): one owner node per session, claimed atomically

@@ -31,6 +31,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from e2ee.server.archiving import ArchiveService
+from e2ee.server.cluster.archive_catalog import RedisArchiveCatalog
+from e2ee.server.cluster.archives import ClusterArchives
 from e2ee.server.cluster.bus import Bus
 from e2ee.server.cluster.errors import ClusterUnavailable
 from e2ee.server.cluster.liveness import Liveness
@@ -152,6 +155,21 @@ class ClusterNode:
         task = asyncio.get_running_loop().create_task(aw)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- archives (e2ee.server.cluster.archives) -------------------------------------
+
+    def archive_catalog(self) -> RedisArchiveCatalog:
+        """The shared archive records; this node's retention sweep sees only the
+        archives it holds."""
+        redis, prefix = self.store.redis, self.config.prefix
+        return RedisArchiveCatalog(redis, prefix=prefix, node_id=self.node_id)
+
+    def archives(self, service: ArchiveService) -> ClusterArchives:
+        """Archives across nodes (after :meth:`attach`): start on the session's owner;
+        stop, delete and download on the node holding the files."""
+        if self._hub is None:
+            raise RuntimeError("attach the hub first")
+        return ClusterArchives(self.bus, self.placement, self.registry, self._hub, service)
 
     # -- load -------------------------------------------------------------------------
 
