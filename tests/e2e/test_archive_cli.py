@@ -84,3 +84,37 @@ async def test_archive_commands(tmp_path: Path) -> None:
             got = decode(zf.read(name))
             assert got.frames > 0
             assert got.good >= 0.9 * got.frames, (name, got)
+
+
+@pytest.mark.asyncio
+async def test_an_archive_cut_short_by_kill_9_is_failed_at_the_next_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = await asyncio.to_thread(Serve, data, tmp_path)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(server, http)
+            sid = (await api.create_session())["id"]
+            call = Call(api, sid)
+            try:
+                await call.publish(name="cut")
+                await wait_router_frames(api, sid)
+                status, started = await api.call("POST", f"/v1/sessions/{sid}/archive", {})
+                assert status == 201, started
+                await asyncio.sleep(1.0)
+            finally:
+                server.proc.kill()  # no stop, no shutdown handler: a crash
+                await asyncio.to_thread(server.proc.wait, 30)
+                await call.close()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+    again = await asyncio.to_thread(Serve, data, tmp_path)
+    try:
+        async with aiohttp.ClientSession() as http:
+            status, record = await Api(again, http).call("GET", f"/v1/archives/{started['id']}")
+        assert status == 200, record
+        assert record["status"] == "failed"
+        assert "stopped while recording" in record["reason"]
+        assert record["expires_at"] is not None  # swept like any other after retention
+    finally:
+        assert await asyncio.to_thread(again.stop) == 0

@@ -180,6 +180,7 @@ def add_archive_routes(
     app.router.add_get(aid + "/download", auth(download), allow_head=False)
 
     async def on_startup(_app: web.Application) -> None:
+        await service.recover()
         service.start_sweeper()
 
     async def on_shutdown(_app: web.Application) -> None:

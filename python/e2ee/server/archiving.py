@@ -33,12 +33,14 @@ from e2ee.server.hub import Hub
 from e2ee.server.rooms import Room, Stream
 from e2ee.server.store import SessionRecord
 
-__all__ = ["ARCHIVES_DIR", "ArchiveService"]
+__all__ = ["ARCHIVES_DIR", "RECOVER_LIMIT", "ArchiveService"]
 
 log = logging.getLogger(__name__)
 
 #: The archives' directory inside the data directory.
 ARCHIVES_DIR = "archives"
+#: Records :meth:`ArchiveService.recover` looks through at a start (the newest).
+RECOVER_LIMIT = 10_000
 
 
 class _Follower:
@@ -258,6 +260,30 @@ class ArchiveService:
         return path
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Archives this node was recording when its process ended without stopping them
+        (``kill -9``, a crash, a power cut) are ``failed``, never left ``started`` for good:
+        their files may be cut short.  They then expire like any other.  Returns how many;
+        a catalog that cannot be read is logged and left for the next start."""
+        try:
+            records = await self.catalog.list_archives(None, RECOVER_LIMIT)
+        except Exception:
+            log.exception("archives: the catalog could not be read at start")
+            return 0
+        now = time.time()
+        found = 0
+        for record in records:
+            if record.status != "started" or record.node_id != self.node_id:
+                continue
+            record.status = "failed"
+            record.reason = "the server stopped while recording: its files may be incomplete"
+            record.stopped_at = record.stopped_at or now
+            record.expires_at = now + self.config.retention
+            await self._save(record)
+            log.warning("archive %s: %s", record.id, record.reason)
+            found += 1
+        return found
 
     def start_sweeper(self) -> None:
         self.sweeper.start()
