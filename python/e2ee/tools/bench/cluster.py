@@ -34,7 +34,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from typing import Any
 
 from e2ee.tools.bench import _measure
 from e2ee.tools.bench.cluster_report import format_table, pair_recovery, summarize
+from e2ee.tools.bench.netns import rerun_in_netns
 from e2ee.tools.bench.router_processes import ENV_ICE, Worker
 from e2ee.tools.bench.router_report import json_safe
 from e2ee.tools.cluster_nodes import ClusterView, NodeProc, start_nodes, stop_nodes
@@ -290,35 +290,6 @@ async def run(cfg: Config, progress: Any = None) -> dict[str, Any]:
     }
 
 
-# -- the network namespace (as e2ee bench soak) --------------------------------------------
-
-
-def _only_loopback() -> bool:
-    try:
-        lines = Path("/proc/net/dev").read_text().splitlines()[2:]
-    except OSError:
-        return False
-    return {line.split(":", 1)[0].strip() for line in lines} <= {"lo"}
-
-
-def _rerun_in_netns(argv: list[str]) -> int | None:
-    """Runs this command again in a new network namespace with only loopback; ``None``
-    where that is not possible (not root, no ``unshare``)."""
-    if os.environ.get(_NETNS_ENV) or _only_loopback():
-        return None
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return None
-    if subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode != 0:
-        return None
-    print("[bench cluster] re-running in a network namespace with only loopback", file=sys.stderr)
-    inner = [sys.executable, "-m", "e2ee.tools.bench.cluster", *argv]
-    script = 'ip link set lo up && exec "$@"'
-    env = dict(os.environ, **{_NETNS_ENV: "1"})
-    return subprocess.call(
-        ["unshare", "--net", "--", "bash", "-c", script, "cluster", *inner], env=env
-    )
-
-
 # -- the command line ----------------------------------------------------------------------
 
 
@@ -370,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     require_cluster_tools("e2ee bench cluster")  # one line before any namespace
     if not args.no_netns:
-        code = _rerun_in_netns(argv)
+        code = rerun_in_netns(
+            "e2ee.tools.bench.cluster", argv, marker=_NETNS_ENV, label="bench cluster"
+        )
         if code is not None:
             return code
     report = json_safe(asyncio.run(run(cfg)))

@@ -39,7 +39,6 @@ import math
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from e2ee.tools.bench import _measure
+from e2ee.tools.bench.netns import rerun_in_netns
 from e2ee.tools.bench.router_processes import (
     ENV_ICE,
     Rest,
@@ -357,37 +357,6 @@ async def run(cfg: Config, progress: Any = None) -> dict[str, Any]:
     return {"benchmark": "soak", "started": started, "machine": _measure.machine_info(), **report}
 
 
-# -- the network namespace ---------------------------------------------------------------
-
-
-def _only_loopback() -> bool:
-    """Whether this process's network namespace has no interface but ``lo``
-    (/proc/net/dev is per namespace; /sys/class/net is not)."""
-    try:
-        lines = Path("/proc/net/dev").read_text().splitlines()[2:]
-    except OSError:
-        return False
-    return {line.split(":", 1)[0].strip() for line in lines} <= {"lo"}
-
-
-def _rerun_in_netns(argv: list[str]) -> int | None:
-    """Runs this command again in a new network namespace with only loopback; ``None``
-    where that is not possible (not root, no ``unshare``)."""
-    if os.environ.get(_NETNS_ENV) or _only_loopback():
-        return None
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return None
-    if subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode != 0:
-        return None
-    print("[bench soak] re-running in a network namespace with only loopback", file=sys.stderr)
-    inner = [sys.executable, "-m", "e2ee.tools.bench.soak", *argv]
-    script = 'ip link set lo up && exec "$@"'
-    env = dict(os.environ, **{_NETNS_ENV: "1"})
-    return subprocess.call(
-        ["unshare", "--net", "--", "bash", "-c", script, "soak", *inner], env=env
-    )
-
-
 # -- the command line --------------------------------------------------------------------
 
 
@@ -448,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         print("e2ee bench soak: --churn is a share (0 to 1), --per-process 1+", file=sys.stderr)
         return 2
     if not args.no_netns:
-        code = _rerun_in_netns(argv)
+        code = rerun_in_netns("e2ee.tools.bench.soak", argv, marker=_NETNS_ENV, label="bench soak")
         if code is not None:
             return code
     report = json_safe(asyncio.run(run(cfg)))
