@@ -14,14 +14,15 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from e2ee.tools.cli_args import DEFAULT_DATA_DIR, DEFAULT_URL, at_least, server_url
 from e2ee.tools.cli_errors import CommandError, run_async
 from e2ee.tools.rest_client import (
     START_HINT,
     TIMEOUT,
+    add_server_options,
     api_error_line,
+    call,
     credentials_or_fail,
-    request,
+    list_limit,
 )
 
 __all__ = ["add_archive_commands"]
@@ -55,7 +56,10 @@ def add_archive_commands(sub: Any) -> None:
     ls = ss.add_parser("list", help="list the archives, newest first")
     ls.add_argument("--session", help="only this session's archives")
     ls.add_argument(
-        "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: %(default)s)"
+        "--limit",
+        type=list_limit("archive"),
+        default=50,
+        help="at most this many, 1-1000 (default: %(default)s)",
     )
     ls.add_argument("--json", action="store_true", help='print {"archives": [...]} as JSON')
     ls.set_defaults(func=_list)
@@ -73,35 +77,7 @@ def add_archive_commands(sub: Any) -> None:
     )
     dl.set_defaults(func=_download)
 
-    for action in (st, sp, ls, dl):
-        action.add_argument(
-            "--url", type=server_url, default=DEFAULT_URL, help="server URL (default: %(default)s)"
-        )
-        action.add_argument(
-            "--data-dir",
-            type=Path,
-            default=DEFAULT_DATA_DIR,
-            help="the server's data directory (default: %(default)s)",
-        )
-
-
-def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
-    import aiohttp
-
-    creds = credentials_or_fail(args.data_dir)
-
-    async def run() -> Any:
-        async with aiohttp.ClientSession() as http:
-            return await request(http, method, args.url, path, creds, args.data_dir, **kwargs)
-
-    return run_async(run())
-
-
-def _limit(value: str) -> int:
-    n = at_least(1, "archive")(value)
-    if n > 1000:
-        raise argparse.ArgumentTypeError(f"{value!r}: the server lists at most 1000")
-    return n
+    add_server_options(st, sp, ls, dl)
 
 
 def _archive_path(archive_id: str) -> str:
@@ -113,13 +89,13 @@ def _start(args: argparse.Namespace) -> int:
         raise CommandError("--no-audio and --no-video together leave nothing to archive")
     body = {"name": args.name, "has_audio": not args.no_audio, "has_video": not args.no_video}
     path = "/v1/sessions/" + urllib.parse.quote(args.session_id, safe="") + "/archive"
-    reply = _call(args, "POST", path, body=body, expect=201)
+    reply = call(args, "POST", path, body=body, expect=201)
     print(json.dumps(reply, indent=2) if args.json else reply["id"])
     return 0 if reply.get("status") != "failed" else 1
 
 
 def _stop(args: argparse.Namespace) -> int:
-    reply = _call(args, "POST", _archive_path(args.archive_id) + "/stop")
+    reply = call(args, "POST", _archive_path(args.archive_id) + "/stop")
     print(f"stopped archive {reply['id']}")
     return 0
 
@@ -128,7 +104,7 @@ def _list(args: argparse.Namespace) -> int:
     query = {"limit": str(args.limit)}
     if args.session:
         query["session_id"] = args.session
-    reply = _call(args, "GET", "/v1/archives?" + urllib.parse.urlencode(query))
+    reply = call(args, "GET", "/v1/archives?" + urllib.parse.urlencode(query))
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0
@@ -147,7 +123,7 @@ def _download(args: argparse.Namespace) -> int:
     path = _archive_path(args.archive_id)
     deadline = time.monotonic() + max(0.0, args.wait)
     while True:
-        archive = _call(args, "GET", path)
+        archive = call(args, "GET", path)
         status = archive.get("status")
         if status == "started":
             raise CommandError(

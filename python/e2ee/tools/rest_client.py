@@ -8,18 +8,30 @@ data directory other than the server's gives ``token_bad_signature``: the line s
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from e2ee.tools.cli_errors import CommandError
+from e2ee.tools.cli_args import DEFAULT_DATA_DIR, DEFAULT_URL, at_least, server_url
+from e2ee.tools.cli_errors import CommandError, run_async
 
 if TYPE_CHECKING:
     import aiohttp
 
     from e2ee.server.store import Credentials
 
-__all__ = ["START_HINT", "NoServerData", "credentials_or_fail", "load_credentials", "request"]
+__all__ = [
+    "START_HINT",
+    "NoServerData",
+    "add_server_options",
+    "call",
+    "credentials_or_fail",
+    "list_limit",
+    "load_credentials",
+    "request",
+]
 
 #: What to do when nothing answers at the server's URL.
 START_HINT = "is the server running? start it with `e2ee serve` (or ./scripts/serve)"
@@ -130,3 +142,46 @@ def _reason(error: OSError) -> str:
     if isinstance(error.errno, int) and error.errno > 0:
         return os.strerror(error.errno).lower()
     return str(error.strerror or error).lower()
+
+
+# -- for the REST commands (e2ee session, e2ee archive) -------------------------------------
+
+
+def add_server_options(*parsers: argparse.ArgumentParser) -> None:
+    """``--url`` and ``--data-dir`` (where the credentials are) on each command."""
+    for parser in parsers:
+        parser.add_argument(
+            "--url", type=server_url, default=DEFAULT_URL, help="server URL (default: %(default)s)"
+        )
+        parser.add_argument(
+            "--data-dir",
+            type=Path,
+            default=DEFAULT_DATA_DIR,
+            help="the server's data directory (default: %(default)s)",
+        )
+
+
+def call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    """One authenticated request to ``args.url``: the JSON reply (``None`` for 204)."""
+    import aiohttp
+
+    creds = credentials_or_fail(args.data_dir)
+
+    async def run() -> Any:
+        async with aiohttp.ClientSession() as http:
+            return await request(http, method, args.url, path, creds, args.data_dir, **kwargs)
+
+    return run_async(run())
+
+
+def list_limit(what: str) -> Callable[[str], int]:
+    """``--limit`` of a listing: 1 to 1000, what the server lists at most."""
+    at_least_one = at_least(1, what)
+
+    def parse(value: str) -> int:
+        n = at_least_one(value)
+        if n > 1000:
+            raise argparse.ArgumentTypeError(f"{value!r}: the server lists at most 1000")
+        return n
+
+    return parse

@@ -8,12 +8,9 @@ import argparse
 import datetime
 import json
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
-from e2ee.tools.cli_args import DEFAULT_DATA_DIR, DEFAULT_URL, at_least, server_url
-from e2ee.tools.cli_errors import run_async
-from e2ee.tools.rest_client import credentials_or_fail, request
+from e2ee.tools.rest_client import add_server_options, call, list_limit
 
 __all__ = ["add_session_commands"]
 
@@ -40,7 +37,10 @@ def add_session_commands(sub: Any) -> None:
 
     ls = ss.add_parser("list", help="list the sessions, newest first")
     ls.add_argument(
-        "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: %(default)s)"
+        "--limit",
+        type=list_limit("session"),
+        default=50,
+        help="at most this many, 1-1000 (default: %(default)s)",
     )
     ls.add_argument("--json", action="store_true", help='print {"sessions": [...]} as JSON')
     ls.set_defaults(func=_list)
@@ -53,36 +53,7 @@ def add_session_commands(sub: Any) -> None:
     d.add_argument("session_id")
     d.set_defaults(func=_delete)
 
-    for action in (c, ls, sh, d):
-        action.add_argument(
-            "--url", type=server_url, default=DEFAULT_URL, help="server URL (default: %(default)s)"
-        )
-        action.add_argument(
-            "--data-dir",
-            type=Path,
-            default=DEFAULT_DATA_DIR,
-            help="the server's data directory (default: %(default)s)",
-        )
-
-
-def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
-    """One authenticated request to ``args.url``: the JSON reply (``None`` for 204)."""
-    import aiohttp
-
-    creds = credentials_or_fail(args.data_dir)
-
-    async def run() -> Any:
-        async with aiohttp.ClientSession() as http:
-            return await request(http, method, args.url, path, creds, args.data_dir, **kwargs)
-
-    return run_async(run())
-
-
-def _limit(value: str) -> int:
-    n = at_least(1, "session")(value)
-    if n > 1000:
-        raise argparse.ArgumentTypeError(f"{value!r}: the server lists at most 1000")
-    return n
+    add_server_options(c, ls, sh, d)
 
 
 def _session_path(session_id: str) -> str:
@@ -97,13 +68,13 @@ def _create(args: argparse.Namespace) -> int:
     for name in ("suite", "kdf_iterations", "max_participants"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
-    reply = _call(args, "POST", "/v1/sessions", body=body, expect=201)
+    reply = call(args, "POST", "/v1/sessions", body=body, expect=201)
     print(json.dumps(reply, indent=2) if args.json else reply["id"])
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    reply = _call(args, "GET", f"/v1/sessions?limit={args.limit}")
+    reply = call(args, "GET", f"/v1/sessions?limit={args.limit}")
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0
@@ -119,11 +90,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    print(json.dumps(_call(args, "GET", _session_path(args.session_id)), indent=2))
+    print(json.dumps(call(args, "GET", _session_path(args.session_id)), indent=2))
     return 0
 
 
 def _delete(args: argparse.Namespace) -> int:
-    _call(args, "DELETE", _session_path(args.session_id), expect=204)
+    call(args, "DELETE", _session_path(args.session_id), expect=204)
     print(f"deleted session {args.session_id}")
     return 0
