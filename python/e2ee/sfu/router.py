@@ -160,6 +160,7 @@ class Router:
         # A lagging loop must still read whole bursts per socket, or publishers' media and
         # consent checks queue in the kernel until RFC 7675 consent expires (compat).
         compat.drain_ice_reads(pc)
+        compat.compact_estimators(pc)
         return pc
 
     def _check_open(self) -> None:

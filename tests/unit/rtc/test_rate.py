@@ -83,3 +83,44 @@ async def test_slim_receiver_keeps_remb_and_drops_what_never_receives() -> None:
         assert _feed(slim) == _feed(RemoteBitrateEstimator())
     finally:
         await pc.close()
+
+
+@pytest.mark.asyncio
+async def test_compact_estimators_builds_flat_counters_from_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiortc import rate as aiortc_rate
+    from aiortc import rtcrtpreceiver
+
+    pc = RTCPeerConnection()
+    plain = RTCPeerConnection()
+    try:
+        compat.compact_estimators(pc)
+        video = pc.addTransceiver("video", direction="recvonly").receiver
+        estimator = compat.receiver_bitrate_estimator(video)
+        assert estimator is not None
+        assert isinstance(estimator.incoming_bitrate, CompactRateCounter)
+        # The swap lasted only the call: aiortc's name is back, and other peer
+        # connections still get aiortc's own counter.
+        assert aiortc_rate.RateCounter is RateCounter
+        other = compat.receiver_bitrate_estimator(
+            plain.addTransceiver("video", direction="recvonly").receiver
+        )
+        assert other is not None
+        assert type(other.incoming_bitrate) is RateCounter
+        # slim_receiver keeps the flat counter it finds; same REMB decisions.
+        compat.slim_receiver(video, receives=True)
+        assert compat.receiver_bitrate_estimator(video) is estimator
+        assert _feed(estimator) == _feed(RemoteBitrateEstimator())
+
+        # A creation that raises restores the name too.
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("receiver init failed")
+
+        monkeypatch.setattr(rtcrtpreceiver.RTCRtpReceiver, "__init__", broken)
+        with pytest.raises(RuntimeError, match="receiver init failed"):
+            pc.addTransceiver("video", direction="recvonly")
+        assert aiortc_rate.RateCounter is RateCounter
+    finally:
+        await pc.close()
+        await plain.close()

@@ -13,7 +13,8 @@ Why private names at all: aiortc has no encoded-frame transform API (WebRTC's
   which ``_handle_rtp_packet`` fills on the event loop (:567) with each reassembled frame,
   and its jitter buffer (``__jitter_buffer``, :295/:299, used at :551);
 * the key-frame paths: ``RTCRtpSender._send_keyframe`` (called on a PLI/FIR,
-  rtcrtpsender.py:277-281) and ``RTCRtpReceiver._send_rtcp_pli`` (rtcrtpreceiver.py:630).
+  rtcrtpsender.py:277-281) and ``RTCRtpReceiver._send_rtcp_pli`` (rtcrtpreceiver.py:630),
+  with ``_send_rtcp_nack`` (:619) for the router's repeated NACKs.
 
 The E2EE transform (:mod:`e2ee.transform`) also wraps, per instance, the sender's
 ``_next_encoded_frame`` (to preset its encoder before each frame) and ``_send_keyframe``
@@ -54,6 +55,7 @@ from e2ee.rtc.compat.ice import (
 from e2ee.rtc.compat.media import (
     NextEncodedFrame,
     PacketizingVp8Encoder,
+    compact_estimators,
     decoder_queue,
     depayloaded,
     hook_create_transceiver,
@@ -63,6 +65,7 @@ from e2ee.rtc.compat.media import (
     receiver_bitrate_estimator,
     receiver_started,
     send_keyframe,
+    send_nack,
     send_pli,
     sender_encoder,
     sender_frame_hook,
@@ -100,6 +103,7 @@ __all__ = [
     "bypass_sender_hooks",
     "check",
     "check_outbound",
+    "compact_estimators",
     "decoder_queue",
     "depayloaded",
     "drain_ice_reads",
@@ -117,6 +121,7 @@ __all__ = [
     "receiver_started",
     "rtp_path",
     "send_keyframe",
+    "send_nack",
     "send_pli",
     "send_rtp_async",
     "sender_encoder",

@@ -101,6 +101,7 @@ def check() -> None:
             (RTCRtpSender, "_send_keyframe"),
             (RTCRtpSender, "_retransmit"),
             (RTCRtpReceiver, "_send_rtcp_pli"),
+            (RTCRtpReceiver, "_send_rtcp_nack"),
             (Vp8Encoder, "_packetize"),
             (RTCPeerConnection, _PC_CREATE_TRANSCEIVER),
         )
