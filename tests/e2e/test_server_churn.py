@@ -250,6 +250,21 @@ async def test_memory_trimmer_comes_sooner_when_a_room_empties() -> None:
     trimmer.request()  # due in an hour
     trimmer.request(emptied=True)  # a room ended: collect and trim within a second
     assert await eventually(lambda: trimmer.trims == 1, timeout=30)
+    assert trimmer.collections == 1
+    trimmer.close()
+
+
+@pytest.mark.asyncio
+async def test_memory_trimmer_never_collects_while_others_have_media() -> None:
+    busy = [True]
+    trimmer = MemoryTrimmer(3600.0, trim=lambda: 1, idle=lambda: not busy[0])
+    trimmer.request(emptied=True)  # a room ended while another still has media
+    assert await eventually(lambda: trimmer.trims == 1, timeout=30)
+    assert trimmer.collections == 0  # no full collection on the loop: trimmed only
+    busy[0] = False
+    trimmer.request(emptied=True)
+    assert await eventually(lambda: trimmer.trims == 2, timeout=30)
+    assert trimmer.collections == 1
     trimmer.close()
 
 

@@ -93,7 +93,7 @@ class Hub:
         # store: a connection racing its own revocation cannot slip in between.
         self._revoked: dict[str, float] = {}
         #: Hands memory freed by closed peer connections back to the OS (e2ee.server.memory).
-        self.trimmer = MemoryTrimmer()
+        self.trimmer = MemoryTrimmer(idle=self._no_media)
 
     @property
     def api_secret(self) -> str:
@@ -218,6 +218,10 @@ class Hub:
         if room is None:
             room = self.rooms[record.id] = Room(self, record)
         return room
+
+    def _no_media(self) -> bool:
+        """No room has a router: a pause of the loop would stall no one's media."""
+        return all(room.router_if_any is None for room in self.rooms.values())
 
     async def retire(self, room: Room) -> None:
         """Forgets an empty room and closes its router."""
