@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -70,6 +71,10 @@ def test_short_soak_reports_media_continuity_server_figures_and_refused_abuse(
     assert server["after_leave"]["fds"] > 0
     assert report["loop_lag_ms"]["after_warmup"]["n"] > 0
     assert len(report["samples"]) >= 5
+    if len(os.sched_getaffinity(0)) >= 2:  # the server got a CPU the load did not
+        pinning = report["pinning"]
+        assert len(pinning["server"]) == 1
+        assert not set(pinning["server"]) & set(pinning["load"])
 
     # The abuse happened and was refused.
     # (The two abusers start at the first two kinds and move on every 3 s or so.)

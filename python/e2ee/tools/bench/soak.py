@@ -55,6 +55,7 @@ from e2ee.tools.bench.router_processes import (
     Worker,
     cpu_seconds,
     machine_times,
+    pin,
     rss_bytes,
     start_session,
     stop_all,
@@ -86,6 +87,10 @@ class Config:
     progress_every: float = 10.0
     kdf_iterations: int = 1000
     keep: bool = False  # keep the temporary directory (logs, the server's stderr)
+    #: The server on a CPU of its own, every load process (and this one) on the others,
+    #: as ``e2ee bench router`` pins the router: the lag measured is then the server's,
+    #: not its wait for a CPU that 50 clients hold.
+    pin: bool = True
 
     @property
     def warmup_s(self) -> float:
@@ -109,6 +114,18 @@ class _Run:
     gc_pauses: list[tuple[float, int, float, float]] = field(default_factory=list)
     gc_seen: int = 0
     t0: float = 0.0
+    server_cpus: set[int] | None = None
+    load_cpus: set[int] | None = None
+    affinity: dict[str, list[int]] = field(default_factory=dict)
+
+    def plan_pinning(self) -> None:
+        """The last usable CPU for the server, the others for the load (this process
+        first, so what it starts inherits them); nothing with one CPU or ``pin`` off."""
+        cpus = sorted(os.sched_getaffinity(0))
+        if not self.cfg.pin or len(cpus) < 2:
+            return
+        self.server_cpus, self.load_cpus = {cpus[-1]}, set(cpus[:-1])
+        pin(os.getpid(), self.load_cpus)
 
     # -- server and session --------------------------------------------------------------
 
@@ -131,7 +148,7 @@ class _Run:
         )
         self.server, self.rest, self.session = await start_session(
             self.tmp / "server",
-            None,
+            self.server_cpus,
             None,
             {
                 "media_mode": "routed",
@@ -141,6 +158,12 @@ class _Run:
             },
         )
         self.say(f"server pid {self.server.pid} at {self.server.url}, session {self.session['id']}")
+        if self.server_cpus:
+            self.affinity = {
+                "server": sorted(os.sched_getaffinity(self.server.pid)),
+                "load": sorted(os.sched_getaffinity(0)),
+            }
+            self.say(f"CPUs: server {self.affinity['server']}, load {self.affinity['load']}")
         return media
 
     def _token(self, name: str) -> str:
@@ -160,6 +183,7 @@ class _Run:
             proc = await asyncio.create_subprocess_exec(
                 *command, stdin=pipe, stdout=pipe, stderr=log, env=env, limit=1 << 24
             )
+        pin(proc.pid, self.load_cpus)
         worker = Worker(role, proc, log_path)
         await worker.read(120)
         return worker
@@ -317,6 +341,7 @@ async def run(cfg: Config, progress: Any = None) -> dict[str, Any]:
     started = _measure.now_iso()
     tasks: list[asyncio.Task[None]] = []
     try:
+        r.plan_pinning()
         media = await r.setup()
         r.t0 = time.monotonic()
         before = await r.sample()  # the server before anyone joined
@@ -354,6 +379,8 @@ async def run(cfg: Config, progress: Any = None) -> dict[str, Any]:
     busy, idle = machine1[0] - machine0[0], machine1[1] - machine0[1]
     # Other processes' load too: on a shared machine the lags are not all the server's.
     report["machine_busy_percent"] = round(100 * busy / max(busy + idle, 1e-9), 1)
+    # As read back from the kernel, not as asked: pinning may be refused.
+    report["pinning"] = r.affinity if r.server_cpus else None
     return {"benchmark": "soak", "started": started, "machine": _measure.machine_info(), **report}
 
 
@@ -383,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write the JSON report here")
     p.add_argument("--keep", action="store_true", help="keep the logs (temporary directory)")
     p.add_argument("--no-netns", action="store_true", help="do not re-run in a network namespace")
+    p.add_argument("--no-pin", action="store_true", help="do not give the server a CPU of its own")
     return p
 
 
@@ -401,6 +429,7 @@ def _config(args: argparse.Namespace) -> Config:
         sample_every=args.sample_every,
         progress_every=args.progress_every,
         keep=args.keep,
+        pin=not args.no_pin,
     )
 
 

@@ -208,6 +208,12 @@ def _goal(r: dict[str, Any]) -> dict[str, Any]:
     return {"checks": checks, "met": all(checks.values())}
 
 
+def _pinning(pinning: dict[str, list[int]] | None) -> str:
+    if not pinning:
+        return "not pinned (shared)"
+    return f"{pinning['server']} / {pinning['load']}"
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The report as Markdown."""
     cfg, j, c = report["config"], report["join"], report["continuity"]
@@ -244,6 +250,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"| server after everyone left | {_after(s['after_leave'])} |",
         f"| server CPU (machine busy) | {fmt(s['cpu_percent_of_one_core'])} % of one core "
         f"({fmt(report.get('machine_busy_percent'))} % of all CPUs) |",
+        f"| CPUs: server / load processes | {_pinning(report.get('pinning'))} |",
         f"| loop lag p50 / p99 / max (after warm-up) | {dist(lag['after_warmup'], 'ms')} |",
         f"| lags > {LAG_P99_MS:g} ms after warm-up (of which server off-CPU) | "
         f"{lag['over_limit_after_warmup']} ({lag['over_limit_starved']}) |",
