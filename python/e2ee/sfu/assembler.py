@@ -16,9 +16,19 @@ Video (:class:`VideoAssembler`)
     §4.1), consecutive in sequence number and sharing one RTP timestamp.  A missing packet
     holds back that frame and the ones after it (decode order) while a NACK may still
     bring it: at most ``nack_wait`` seconds (RFC 4585 §6.2.1; aiortc's receiver sends the
-    NACK) or ``capacity`` buffered packets.  Then the frames up to the next frame start
-    are given up and ``on_gap`` runs: the router makes every subscriber wait for a key
-    frame and asks the publisher for one (RFC 4585 §6.3.1).
+    first NACK) or ``capacity`` buffered packets.  Then the frames up to the next frame
+    start are given up and ``on_gap`` runs: the router makes every subscriber wait for a
+    key frame and asks the publisher for one (RFC 4585 §6.3.1).
+
+    Repairs, fast: every frame given up freezes the subscribers for a PLI round trip, so
+    the assembler asks for missing packets itself (``nack``, from :meth:`VideoAssembler.poll`
+    at the times it hands to ``schedule``).  aiortc NACKs a hole only once, when the
+    packet after it arrives; a retransmission lost too (1 in 20 at 5% loss) would wait
+    out ``nack_wait``.  So a hole is NACKed again every two NACK round trips (smoothed
+    over repairs of packets NACKed once, RFC 6298 §2-3; ``nack_retry`` until measured)
+    until ``nack_wait``.  And a frame whose last packet was lost shows only when the next
+    frame arrives, a frame interval later: after ``tail_wait`` without a packet, the next
+    sequence number is NACKed.
 
 Audio (:class:`AudioAssembler`)
     One Opus frame per packet (RFC 7587 §4.2): each packet is released on arrival; a
@@ -42,6 +52,12 @@ __all__ = ["AudioAssembler", "FrameSink", "VideoAssembler", "vp8_frame_start"]
 FrameSink = Callable[[list[bytes], int], None]
 
 _HALF = 0x8000  # sequence numbers compare modulo 2**16 (RFC 3550 §A.1)
+#: The shortest wait before a NACK is repeated, however fast repairs have come.
+_MIN_RETRY = 0.002
+#: VP8's RTP clock (RFC 7741 §4.1), and the longest frame interval the "next frame is
+#: late" rule applies to (5 frames/s; a slower or paused publisher gets no early NACK).
+_VP8_CLOCK = 90000
+_MAX_STEP = _VP8_CLOCK // 5
 
 
 def vp8_frame_start(payload: bytes) -> bool:
@@ -52,23 +68,40 @@ def vp8_frame_start(payload: bytes) -> bool:
 
 class VideoAssembler:
     """VP8 frames from RTP packets, released on their marker packet (see the module
-    docs).  ``clock`` is for tests."""
+    docs).  ``nack(seqs)`` sends one NACK and ``schedule(when)`` asks the embedder to
+    call :meth:`poll` at ``clock()`` time ``when`` (both optional: without them only
+    aiortc's NACKs repair, and frames are given up on a packet's arrival).  ``clock`` is
+    for tests."""
 
     __slots__ = (
         "_buffer",
         "_capacity",
         "_clock",
         "_hole_since",
+        "_interval",
+        "_last_arrival",
+        "_last_ts",
+        "_late_nacked",
+        "_nack",
+        "_nack_retry",
         "_nack_wait",
+        "_nacked",
         "_next",
         "_on_gap",
         "_scan",
+        "_schedule",
+        "_srtt",
+        "_tail_wait",
         "_top",
         "frames",
         "gaps",
         "late_packets",
+        "nack_repairs",
+        "nacks_sent",
         "packets",
         "sink",
+        "ssrc",
+        "tail_nacks",
     )
 
     def __init__(
@@ -78,16 +111,26 @@ class VideoAssembler:
         *,
         capacity: int = 512,
         nack_wait: float = 0.1,
+        nack: Callable[[list[int]], None] | None = None,
+        schedule: Callable[[float], None] | None = None,
+        nack_retry: float = 0.02,
+        tail_wait: float = 0.01,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if capacity < 2:
             raise ValueError("capacity must be at least 2 packets")
         if nack_wait < 0:
             raise ValueError("nack_wait must not be negative")
+        if nack_retry <= 0 or tail_wait <= 0:
+            raise ValueError("nack_retry and tail_wait must be positive")
         self.sink = sink
         self._on_gap = on_gap
         self._capacity = capacity
         self._nack_wait = nack_wait
+        self._nack = nack
+        self._schedule = schedule
+        self._nack_retry = nack_retry
+        self._tail_wait = tail_wait
         self._clock = clock
         self._buffer: dict[int, Any] = {}  # sequence number -> aiortc RtpPacket
         # Sequence numbers, as distances from _next where it matters: the next frame
@@ -97,10 +140,23 @@ class VideoAssembler:
         self._scan = 0
         self._top = 0
         self._hole_since: float | None = None
+        self._last_arrival = 0.0
+        self._late_nacked = False  # the packet due after the last arrival was NACKed
+        self._last_ts: int | None = None  # the last frame released: its RTP timestamp
+        self._interval: float | None = None  # and its distance from the one before (s)
+        # Missing packets asked for: seq -> (first NACK, last NACK, sampled).  "sampled":
+        # NACKed exactly once for a known hole, so its repair times the round trip
+        # unambiguously (Karn's rule, RFC 6298 §3).
+        self._nacked: dict[int, tuple[float, float, bool]] = {}
+        self._srtt: float | None = None  # NACK to repair, smoothed (RFC 6298 §2, 1/8 gain)
+        self.ssrc: int | None = None  # the media SSRC packets came from (for NACKs)
         self.packets = 0
         self.frames = 0
         self.gaps = 0  # times frames were given up because a packet never came
         self.late_packets = 0  # older than what was already released or given up
+        self.nacks_sent = 0  # NACK packets sent by the assembler (aiortc sends the first)
+        self.nack_repairs = 0  # NACKed packets that came
+        self.tail_nacks = 0  # NACKs for a late packet: a frame's last one, or a next frame
 
     @property
     def capacity(self) -> int:
@@ -110,10 +166,22 @@ class VideoAssembler:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    @property
+    def nack_rtt(self) -> float | None:
+        """Smoothed time from a NACK to its repair (None: no sample yet)."""
+        return self._srtt
+
     def add(self, packet: Any) -> tuple[bool, None]:
         """aiortc's jitter-buffer call: take one packet, release what it completes."""
         self.packets += 1
         seq: int = packet.sequence_number
+        self.ssrc = packet.ssrc
+        now = self._last_arrival = self._clock()
+        self._late_nacked = False
+        if self._nacked:
+            entry = self._nacked.pop(seq, None)
+            if entry is not None:
+                self._repaired(entry, now)
         if self._next is None:
             if not vp8_frame_start(packet.payload):
                 return False, None  # joined mid-frame, or after giving up: wait for a start
@@ -135,19 +203,124 @@ class VideoAssembler:
                     return False, None
                 self._restart(seq)
             ahead = (seq - self._next) & 0xFFFF
-        self._buffer[seq] = packet
-        if (seq - self._next) & 0xFFFF > (self._top - self._next) & 0xFFFF:
+        top_ahead = (self._top - self._next) & 0xFFFF
+        if ahead > top_ahead or not self._buffer:
+            # _top is the furthest buffered, or with nothing buffered the next expected.
+            if self._nack is not None and (ahead > top_ahead + 1 or not self._buffer):
+                self._holes(seq, now)
             self._top = seq
+        self._buffer[seq] = packet
         self._release()
         if self._next is not None and self._buffer and (self._top - self._scan) & 0xFFFF < _HALF:
-            self._check_hole()
+            self._check_hole(now)
         else:
             self._hole_since = None  # no packet waits behind a missing one
+        if self._schedule is not None:
+            self._arm(now)
         return False, None
+
+    def poll(self) -> None:
+        """The timers (at the time ``schedule`` named): NACK again what a NACK did not
+        bring, ask for a frame's last packet when it is late, give up after
+        ``nack_wait``."""
+        if self._next is None:
+            return
+        now = self._clock()
+        if self._buffer and (self._top - self._scan) & 0xFFFF < _HALF:
+            self._check_hole(now)
+        if self._nack is not None and self._next is not None:
+            self._send_nacks(now)
+        if self._schedule is not None:
+            self._arm(now)
 
     def _restart(self, seq: int) -> None:
         self._next = self._scan = self._top = seq
         self._hole_since = None
+        self._nacked.clear()
+
+    def _holes(self, seq: int, now: float) -> None:
+        # aiortc's receiver has just NACKed every packet skipped before ``seq``
+        # (rtcrtpreceiver.py:535-538, before this call): note them, to ask again.
+        buffer, nacked = self._buffer, self._nacked
+        s = self._top
+        while s != seq:
+            if s not in buffer and s not in nacked:
+                nacked[s] = (now, now, True)
+            s = (s + 1) & 0xFFFF
+
+    def _repaired(self, entry: tuple[float, float, bool], now: float) -> None:
+        _first, last, sampled = entry
+        self.nack_repairs += 1
+        if sampled:
+            sample = now - last
+            srtt = self._srtt
+            self._srtt = sample if srtt is None else srtt + (sample - srtt) / 8
+
+    def _retry_after(self) -> float:
+        # Ask again after two round trips of NACK and repair; nack_retry until timed.
+        srtt = self._srtt
+        return self._nack_retry if srtt is None else max(2 * srtt, _MIN_RETRY)
+
+    def _late(self) -> tuple[int, float] | None:
+        """The packet due next and when to NACK it if it has not come: ``tail_wait``
+        after a packet that ends no frame (a publisher sends a frame's packets back to
+        back); after a whole frame, one frame interval more (a frame lost whole shows
+        only when the next one arrives)."""
+        last = self._buffer.get(self._top)
+        if last is None:
+            seq = self._top  # nothing buffered: _top is the next frame's start
+        else:
+            seq = (self._top + 1) & 0xFFFF
+            if not last.marker:
+                return seq, self._last_arrival + self._tail_wait
+        if self._interval is None:
+            return None
+        return seq, self._last_arrival + self._interval + self._tail_wait
+
+    def _send_nacks(self, now: float) -> None:
+        nacked, retry, wait = self._nacked, self._retry_after(), self._nack_wait
+        due = [
+            s
+            for s, (first, last, _) in nacked.items()
+            if now - last >= retry and now - first < wait
+        ]
+        for s in due:
+            nacked[s] = (nacked[s][0], now, False)
+        late = None if self._late_nacked else self._late()
+        if late is not None and now >= late[1]:
+            # A frame's last packet, or the next frame, is late: ask for it now rather
+            # than when the packet after it shows the hole, a frame interval later.  A
+            # NACK for a packet not yet sent is ignored by the sender (not in its history).
+            self._late_nacked = True  # once per arrival (asked already: retries go on)
+            if late[0] not in nacked:
+                if self._buffer:
+                    nacked[late[0]] = (now, now, False)  # frames wait on it: ask again too
+                due.append(late[0])
+                self.tail_nacks += 1
+        if due:
+            assert self._nack is not None
+            assert self._next is not None
+            base = self._next
+            due.sort(key=lambda s: (s - base) & 0xFFFF)
+            self.nacks_sent += 1
+            self._nack(due)
+
+    def _arm(self, now: float) -> None:
+        """Ask for a :meth:`poll` at the next time one of its rules is due."""
+        assert self._schedule is not None
+        when: float | None = None
+        if self._hole_since is not None and self._hole_since + self._nack_wait > now:
+            when = self._hole_since + self._nack_wait
+        if self._nack is not None:
+            retry, wait = self._retry_after(), self._nack_wait
+            for first, last, _ in self._nacked.values():
+                if now - first < wait and (when is None or last + retry < when):
+                    when = last + retry
+            late = None if self._late_nacked else self._late()
+            if late is not None and (when is None or late[1] < when):
+                when = late[1]
+        if when is not None:
+            self._schedule(when)
 
     def _release(self) -> None:
         buffer = self._buffer
@@ -191,11 +364,14 @@ class VideoAssembler:
             self._top = self._next
         self._hole_since = None
         self.frames += 1
+        if self._last_ts is not None:
+            step = (timestamp - self._last_ts) & 0xFFFFFFFF
+            self._interval = step / _VP8_CLOCK if 0 < step <= _MAX_STEP else None
+        self._last_ts = timestamp
         self.sink(payloads, timestamp)
 
-    def _check_hole(self) -> None:
+    def _check_hole(self, now: float) -> None:
         # Packets wait behind a missing one: give it nack_wait, or until the buffer is full.
-        now = self._clock()
         full = len(self._buffer) >= self._capacity
         if self._hole_since is None:
             self._hole_since = now
@@ -225,12 +401,15 @@ class VideoAssembler:
         frame start) and report the gap."""
         if resume is None or self._next is None:
             self._buffer.clear()
+            self._nacked.clear()
             self._next = None
         else:
             base = self._next
             limit = (resume - base) & 0xFFFF
             for seq in [s for s in self._buffer if (s - base) & 0xFFFF < limit]:
                 del self._buffer[seq]
+            for seq in [s for s in self._nacked if (s - base) & 0xFFFF < limit]:
+                del self._nacked[seq]  # no longer wanted: a repair now would be late
             self._next = self._scan = resume
             if not self._buffer:
                 self._top = resume

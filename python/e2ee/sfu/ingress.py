@@ -20,7 +20,10 @@ Frames on their last packet
     video latency at 30 fps, 20 ms of audio) and reports upstream loss that NACKs did
     not repair within ``nack_wait`` to :meth:`Forwarder.on_gap`.  Then every subscriber
     of the track waits for the next key frame: a receiver cannot decode past a lost
-    delta frame.
+    delta frame.  aiortc's receiver NACKs a hole once, when the packet after it comes;
+    the forwarder runs the assembler's timers (``poll``) and sends its NACKs: again
+    when a repair is two round trips late, and for a frame's last packet as soon as it
+    is late (:mod:`e2ee.sfu.assembler`).
 
 Per frame the forwarder reads only the clear VP8 frame tag (:mod:`e2ee.sfu.policy`) and,
 in an E2EE router, samples the SFrame header after the clear prefix (RFC 9605 §4.3: KID
@@ -146,6 +149,8 @@ class Forwarder:
         self.media_ssrc = media_ssrc
         self.totals = totals
         self.relays: set[Subscriber] = set()
+        # Sends each frame to all relays in one go (e2ee.sfu.egress_fanout.FanoutGroup).
+        self.fan_out: Any = None
         self.ended = False
         # stats
         self.frames_received = 0
@@ -167,8 +172,17 @@ class Forwarder:
         self._e2ee = e2ee
         self._ingress = _IngressQueue(self._on_ingress_stop)
         self.assembler: VideoAssembler | AudioAssembler
+        self._timer: asyncio.TimerHandle | None = None  # the assembler's next poll()
+        self._timer_at = 0.0
+        self._nacks: set[asyncio.Task[None]] = set()
         if self.video:
-            self.assembler = VideoAssembler(self.on_frame, self.on_gap, nack_wait=nack_wait)
+            self.assembler = VideoAssembler(
+                self.on_frame,
+                self.on_gap,
+                nack_wait=nack_wait,
+                nack=self._send_nack,
+                schedule=self._schedule_poll,
+            )
         else:
             self.assembler = AudioAssembler(self.on_frame)
         self._install_hooks()
@@ -214,8 +228,11 @@ class Forwarder:
             return
         if self._e2ee and (self.frames_received & 0xF == 1 or key):
             self._inspect_sframe(head)
-        for relay in self.relays:
-            relay.send(frame)
+        if self.fan_out is not None:
+            self.fan_out.send(frame, self.relays)
+        else:
+            for relay in self.relays:
+                relay.send(frame)
 
     def _on_keyframe(self, data: bytes) -> None:
         self.keyframes_received += 1
@@ -304,12 +321,48 @@ class Forwarder:
         except Exception:  # pragma: no cover - defensive
             log.exception("router: PLI to publisher failed")
 
+    # -- NACKs and the assembler's timers (rules: e2ee.sfu.assembler) ------------------
+
+    def _schedule_poll(self, when: float) -> None:
+        """Run the assembler's ``poll()`` at ``when`` (time.monotonic): one pending
+        timer, moved only to an earlier time."""
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= when:
+                return
+            timer.cancel()
+        self._timer_at = when
+        delay = max(0.0, when - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._poll)
+
+    def _poll(self) -> None:
+        self._timer = None
+        if not self.ended and isinstance(self.assembler, VideoAssembler):
+            self.assembler.poll()
+
+    def _send_nack(self, lost: list[int]) -> None:
+        """NACK ``lost`` again (aiortc's receiver sends only the first NACK of a hole)."""
+        ssrc = self.assembler.ssrc if isinstance(self.assembler, VideoAssembler) else None
+        if ssrc is None or self.ended:
+            return
+        task = asyncio.ensure_future(compat.send_nack(self.receiver, ssrc, lost))
+        self._nacks.add(task)
+        task.add_done_callback(self._nack_sent)
+
+    def _nack_sent(self, task: asyncio.Task[None]) -> None:
+        self._nacks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # pragma: no cover
+            log.error("router: NACK to publisher failed: %s", task.exception())
+
     # -- end ---------------------------------------------------------------------------
 
     def close(self) -> None:
         if self.ended:
             return
         self.ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for relay in list(self.relays):
             relay.end()
         self.relays.clear()
@@ -329,6 +382,14 @@ class Forwarder:
             "frames_decoded": self.frames_to_decoder,
             "ended": self.ended,
         }
+        if isinstance(self.assembler, VideoAssembler):
+            rtt = self.assembler.nack_rtt
+            stats.update(
+                nacks_sent=self.assembler.nacks_sent,
+                nack_repairs=self.assembler.nack_repairs,
+                tail_nacks=self.assembler.tail_nacks,
+                nack_rtt_ms=None if rtt is None else round(rtt * 1000, 2),
+            )
         if self.video:
             stats.update(
                 keyframes_received=self.keyframes_received,

@@ -16,6 +16,7 @@ class Packet:
     timestamp: int
     marker: bool
     payload: bytes
+    ssrc: int = 7
 
 
 class Clock:
@@ -40,11 +41,20 @@ def frame_packets(seq: int, ts: int, count: int, tag: bytes = b"f") -> list[Pack
 
 
 class Rig:
-    def __init__(self, **kwargs: float) -> None:
+    def __init__(self, *, timers: bool = False, **kwargs: float) -> None:
         self.clock = Clock()
         self.frames: list[tuple[int, list[bytes]]] = []
         self.gaps = 0
-        self.assembler = VideoAssembler(self._sink, self._gap, clock=self.clock, **kwargs)  # type: ignore[arg-type]
+        self.nacks: list[list[int]] = []  # NACKs the assembler sent (not aiortc's first)
+        self.polls: list[float] = []  # times the assembler asked to be polled at
+        extra = {"nack": self.nacks.append, "schedule": self.polls.append} if timers else {}
+        self.assembler = VideoAssembler(
+            self._sink,
+            self._gap,
+            clock=self.clock,
+            **kwargs,  # type: ignore[arg-type]
+            **extra,  # type: ignore[arg-type]
+        )
 
     def _sink(self, payloads: list[bytes], ts: int) -> None:
         self.frames.append((ts, payloads))
@@ -164,11 +174,156 @@ def test_capacity_bounds_what_waits_behind_a_hole() -> None:
     assert rig.timestamps[-1] == 99
 
 
+def test_a_lost_retransmission_is_nacked_again_until_nack_wait() -> None:
+    rig = Rig(timers=True, nack_wait=0.1, nack_retry=0.02)
+    f1, f2 = frame_packets(0, 1, 3), frame_packets(3, 2, 2)
+    rig.add(f1[0], f1[2])  # f1[1] lost: aiortc NACKs it now, the assembler notes it
+    assert rig.nacks == []
+    assert rig.polls[-1] == pytest.approx(0.02)
+    rig.clock.now = 0.019
+    rig.assembler.poll()
+    assert rig.nacks == []  # not yet: the first NACK's repair may still come
+    rig.clock.now = 0.02
+    rig.assembler.poll()
+    assert rig.nacks == [[1]]
+    rig.clock.now = 0.04
+    rig.assembler.poll()
+    assert rig.nacks == [[1], [1]]
+    rig.add(*f2)  # a frame start to resume on, should the hole stay
+    rig.clock.now = 0.0995
+    rig.assembler.poll()
+    rig.clock.now = 0.1
+    rig.assembler.poll()  # nack_wait is over: give up, without waiting for a packet
+    assert rig.gaps == 1
+    assert rig.timestamps == [2]
+    assert len(rig.nacks) == 3  # at 0.02, 0.04 and 0.0995 (the test polls only then)
+    rig.clock.now = 0.5
+    rig.assembler.poll()
+    assert len(rig.nacks) == 3  # nothing asked for a frame given up
+
+
+def test_a_frame_lost_whole_after_a_complete_one_is_nacked_again() -> None:
+    rig = Rig(timers=True, nack_wait=0.1, nack_retry=0.02)
+    rig.add(*frame_packets(0, 0, 2))  # complete: nothing buffered
+    rig.add(*frame_packets(3, 6000, 1))  # seq 2, the frame between, is lost
+    rig.clock.now = 0.02
+    rig.assembler.poll()
+    assert rig.nacks == [[2]]
+    rig.add(*frame_packets(2, 3000, 1))
+    assert rig.timestamps == [0, 3000, 6000]
+    assert rig.gaps == 0
+
+
+def test_the_retry_interval_follows_measured_repairs() -> None:
+    rig = Rig(timers=True, nack_wait=0.1, nack_retry=0.02)
+    f1, f2 = frame_packets(0, 1, 3), frame_packets(3, 2, 3)
+    rig.add(f1[0], f1[2])
+    rig.clock.now = 0.004
+    rig.add(f1[1])  # repaired 4 ms after aiortc's NACK
+    assert rig.assembler.nack_rtt == pytest.approx(0.004)
+    assert rig.assembler.nack_repairs == 1
+    rig.clock.now = 1.0
+    rig.polls.clear()
+    rig.add(f2[0], f2[2])
+    assert rig.polls[-1] == pytest.approx(1.008)  # two round trips, not nack_retry
+    rig.clock.now = 1.008
+    rig.assembler.poll()
+    assert rig.nacks == [[4]]
+    rig.clock.now = 1.009
+    rig.add(f2[1])  # NACKed twice: which NACK it answers is unknown, no sample (Karn)
+    assert rig.assembler.nack_rtt == pytest.approx(0.004)
+    assert rig.timestamps == [1, 2]
+    assert rig.gaps == 0
+
+
+def test_a_lost_last_packet_is_nacked_after_tail_wait() -> None:
+    rig = Rig(timers=True, tail_wait=0.01)
+    f1, f2 = frame_packets(0, 1, 3), frame_packets(3, 2, 2)
+    rig.add(f1[0], f1[1])  # f1[2], its marker packet, is lost
+    assert rig.polls[-1] == pytest.approx(0.01)
+    rig.clock.now = 0.009
+    rig.assembler.poll()
+    assert rig.nacks == []
+    rig.clock.now = 0.01
+    rig.assembler.poll()
+    assert rig.nacks == [[2]]  # asked for before the next frame shows the hole
+    assert rig.assembler.tail_nacks == 1
+    rig.clock.now = 0.012
+    rig.add(f1[2])  # the repair
+    assert rig.timestamps == [1]
+    rig.clock.now = 0.033
+    rig.add(*f2)
+    assert rig.timestamps == [1, 2]
+    assert rig.gaps == 0
+
+
+def test_timers_never_ask_to_run_again_at_once() -> None:
+    # A late packet already asked for (its retries are timed) must not keep the "late"
+    # rule due: that would poll in a loop until the next packet.
+    rig = Rig(timers=True, tail_wait=0.01, nack_retry=0.02)
+    f1 = frame_packets(0, 1, 4)
+    rig.add(f1[0], f1[2])  # f1[1] lost (aiortc NACKs it), f1[3] late
+    rig.clock.now = 0.01
+    rig.assembler.poll()
+    assert rig.nacks == [[3]]
+    rig.clock.now = 0.011
+    rig.add(f1[1])  # a repair: the late one is still missing
+    for now in (0.021, 0.025, 0.032):
+        rig.clock.now = now
+        rig.assembler.poll()
+        assert rig.polls[-1] > now
+    assert rig.nacks == [[3], [3]]  # its retry: two round trips (11 ms) after 0.01
+    rig.add(f1[3])
+    assert rig.timestamps == [1]
+
+
+def test_no_nack_when_frames_come_complete_and_on_time() -> None:
+    rig = Rig(timers=True, tail_wait=0.01)
+    for n in range(4):
+        rig.clock.now = n / 30
+        rig.add(*frame_packets(3 * n, 3000 * n, 3))  # 30 frames/s on the 90 kHz clock
+        rig.clock.now += 0.03
+        rig.assembler.poll()
+    assert rig.timestamps == [0, 3000, 6000, 9000]
+    assert rig.nacks == []
+    assert rig.assembler.nacks_sent == 0
+
+
+def test_a_frame_lost_whole_is_nacked_a_frame_interval_and_tail_wait_on() -> None:
+    rig = Rig(timers=True, tail_wait=0.01)
+    rig.add(*frame_packets(0, 0, 2))
+    rig.clock.now = 1 / 30
+    rig.add(*frame_packets(2, 3000, 2))  # the next frame (seq 4, one packet) is lost
+    assert rig.polls[-1] == pytest.approx(2 / 30 + 0.01)
+    rig.clock.now = 2 / 30 + 0.009
+    rig.assembler.poll()
+    assert rig.nacks == []
+    rig.clock.now = 2 / 30 + 0.01
+    rig.assembler.poll()
+    assert rig.nacks == [[4]]  # not at 3/30, when the frame after it would show the hole
+    rig.clock.now = 0.5
+    rig.assembler.poll()
+    assert rig.nacks == [[4]]  # a publisher that paused gets one NACK, not a stream
+    rig.add(*frame_packets(4, 6000, 1))
+    assert rig.timestamps == [0, 3000, 6000]
+    assert rig.gaps == 0
+
+
+def test_without_timers_only_aiortc_nacks() -> None:
+    rig = Rig(nack_wait=0.1)
+    rig.add(frame_packets(0, 1, 3)[0])
+    rig.clock.now = 1.0
+    rig.assembler.poll()
+    assert rig.assembler.nacks_sent == 0
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="capacity"):
         VideoAssembler(lambda p, t: None, lambda: None, capacity=1)
     with pytest.raises(ValueError, match="nack_wait"):
         VideoAssembler(lambda p, t: None, lambda: None, nack_wait=-1)
+    with pytest.raises(ValueError, match="nack_retry"):
+        VideoAssembler(lambda p, t: None, lambda: None, nack_retry=0)
 
 
 def test_audio_leaves_on_arrival_and_drops_duplicates_and_late_packets() -> None:

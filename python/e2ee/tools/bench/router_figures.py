@@ -96,12 +96,18 @@ def _forwarded(stats: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def _plis_sent(stats: dict[str, Any]) -> int:
+def _track_sum(stats: dict[str, Any], key: str) -> int:
+    """A per-track counter of the router, summed over its tracks."""
     return sum(
-        int(track.get("plis_sent", 0) or 0)
+        int(track.get(key, 0) or 0)
         for stream in (stats.get("streams") or {}).values()
         for track in (stream.get("tracks") or {}).values()
     )
+
+
+#: The ingress's loss counters (:meth:`e2ee.sfu.ingress.Forwarder.stats`): frames given
+#: up, NACK packets the router sent itself, NACKed packets that came, late last packets.
+_INGRESS_COUNTERS = ("gaps", "nacks_sent", "nack_repairs", "tail_nacks")
 
 
 def _router(
@@ -122,7 +128,8 @@ def _router(
         "bytes_forwarded": delta("bytes_forwarded"),
         "frames_dropped": delta("frames_dropped"),
         "keyframe_requests": delta("keyframe_requests"),
-        "plis_sent": _plis_sent(stats1) - _plis_sent(stats0),
+        "plis_sent": _track_sum(stats1, "plis_sent") - _track_sum(stats0, "plis_sent"),
+        "ingress": {k: _track_sum(stats1, k) - _track_sum(stats0, k) for k in _INGRESS_COUNTERS},
         "frames_decoded": int(stats1.get("frames_decoded", 0) or 0),
     }
 
@@ -155,6 +162,22 @@ class _Track:
             b - a - sum(max(0, min(b, ob) - max(a, oa)) for oa, ob in outages or ())
             for a, b in itertools.pairwise(edges)
         )
+
+    def longest_gaps_by_cause_ns(
+        self, affected: set[int], outages: list[tuple[int, int]]
+    ) -> tuple[int, int]:
+        """The longest gaps between two delivered frames (less outages), split: those
+        that end on, or skip, a frame that lost a packet on the uplink (``affected``),
+        and the others (nothing was lost there: the machine or the network was late)."""
+        inside = sorted((self.arrival[n], n) for n in self.inside_ns)
+        with_loss = without = 0
+        for (ta, na), (tb, nb) in itertools.pairwise(inside):
+            gap = tb - ta - sum(max(0, min(tb, ob) - max(ta, oa)) for oa, ob in outages)
+            if any(k in affected for k in range(na + 1, nb + 1)):
+                with_loss = max(with_loss, gap)
+            else:
+                without = max(without, gap)
+        return with_loss, without
 
 
 class _Sent:
@@ -218,6 +241,7 @@ def _loss(
     fps: int,
     window_ns: tuple[int, int],
     longest_ms: float,
+    sent: dict[tuple[str, str], _Sent],
 ) -> dict[str, Any]:
     """The loss scenario's figures (uplink drops, recovery, freezes against the bound).
 
@@ -225,6 +249,7 @@ def _loss(
     nothing can arrive): what the router adds after the loss ends."""
     dropped = {"video": 0, "rtx": 0, "audio": 0}
     hit = recovered = hit_total = 0
+    hit_latency: list[float] = []  # publisher to subscriber, of the frames repaired
     outages = [
         (int(a), int(b))
         for pub in publishers.values()
@@ -232,6 +257,18 @@ def _loss(
     ]
     beyond = [t.longest_gap_ns(*window_ns, outages) / 1e6 for t in tracks if t.kind == "video"]
     longest_beyond = max(beyond, default=math.nan)
+    by_cause = [
+        t.longest_gaps_by_cause_ns(
+            set(
+                ((publishers.get(t.stream) or {}).get("uplink") or {})
+                .get("frames_affected", {})
+                .get("video", [])
+            ),
+            outages,
+        )
+        for t in tracks
+        if t.kind == "video"
+    ]
     for stream, pub in publishers.items():
         uplink = pub.get("uplink") or {}
         for k, v in (uplink.get("packets_dropped") or {}).items():
@@ -239,10 +276,15 @@ def _loss(
         affected = set((uplink.get("frames_affected") or {}).get("video", []))
         affected &= expected.get((stream, "video"), set())
         hit += len(affected)
+        s = sent.get((stream, "video"))
         for t in tracks:
             if t.stream == stream and t.kind == "video":
                 hit_total += len(affected)
                 recovered += len(affected & set(t.ns))
+                for n in affected & set(t.ns):
+                    at = s.get(n) if s is not None else None
+                    if at is not None:
+                        hit_latency.append((t.arrival[n] - at) / 1e6)
     rtt = rtts["window"] or rtts["join"]
     rtt_p50 = statistics.median(rtt) if rtt else math.nan
     bound = rtt_p50 + 1000 / fps
@@ -258,9 +300,19 @@ def _loss(
             "max": max(rtt) if rtt else math.nan,
         },
         "freeze_bound_ms": round(bound, 2),
+        "hit_frame_latency_ms": {
+            "n": len(hit_latency),
+            "p50": round(statistics.median(hit_latency), 2) if hit_latency else math.nan,
+            "max": round(max(hit_latency), 2) if hit_latency else math.nan,
+        },
         "longest_freeze_ms": round(longest_ms, 2),
         "outages_ms": [round((b - a) / 1e6, 1) for a, b in outages],
         "longest_freeze_beyond_outage_ms": round(longest_beyond, 2),
+        # Diagnostics (the bound is still held against the freeze above): the longest
+        # freeze that a lost packet caused (it ends on or skips a hit frame) and the
+        # longest with no loss involved (a busy machine delivering late).
+        "longest_freeze_at_loss_ms": round(max((a for a, _ in by_cause), default=0) / 1e6, 2),
+        "longest_freeze_without_loss_ms": round(max((b for _, b in by_cause), default=0) / 1e6, 2),
         "subscribers_over_bound": sum(1 for g in beyond if g > bound),
         "within_bound": None
         if math.isnan(bound) or math.isnan(longest_beyond)
@@ -514,7 +566,9 @@ def step_figures(
         },
     }
     if loss:
-        figures["loss"] = _loss(tracks, publishers, expected, rtts, fps, (t0_ns, t1_ns), longest)
+        figures["loss"] = _loss(
+            tracks, publishers, expected, rtts, fps, (t0_ns, t1_ns), longest, sent
+        )
     return figures
 
 

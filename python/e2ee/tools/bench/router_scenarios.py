@@ -194,7 +194,11 @@ async def loss(rig: Rig, say: Progress) -> dict[str, Any]:
             + f"; dropped {figures.get('packets_dropped')}, longest freeze "
             f"{fmt(figures.get('longest_freeze_ms'))} ms, beyond the loss "
             f"{fmt(figures.get('longest_freeze_beyond_outage_ms'))} ms (bound "
-            f"{fmt(figures.get('freeze_bound_ms'))} ms)"
+            f"{fmt(figures.get('freeze_bound_ms'))} ms; at a lost packet "
+            f"{fmt(figures.get('longest_freeze_at_loss_ms'))} ms, with none lost "
+            f"{fmt(figures.get('longest_freeze_without_loss_ms'))} ms); repaired frames' "
+            f"latency {figures.get('hit_frame_latency_ms')}; router ingress "
+            f"{step['router'].get('ingress')}"
         )
         await asyncio.sleep(settle)
     return {"steps": steps, "subscribers": cfg.loss_subscribers, "stopped": "all modes done"}
