@@ -21,12 +21,17 @@ use crate::suite::Hash;
 pub(crate) enum Impl {
     RustCrypto,
     AwsLc,
+    #[cfg(feature = "openssl-backend")]
     OpenSsl,
 }
 
 impl Impl {
     /// Every HMAC candidate, the pure-Rust one first (it wins ties).
+    #[cfg(feature = "openssl-backend")]
     pub(crate) const ALL: [Impl; 3] = [Impl::RustCrypto, Impl::AwsLc, Impl::OpenSsl];
+    /// Every HMAC candidate, the pure-Rust one first (it wins ties).
+    #[cfg(not(feature = "openssl-backend"))]
+    pub(crate) const ALL: [Impl; 2] = [Impl::RustCrypto, Impl::AwsLc];
 }
 
 /// AES-CTR candidates: OpenSSL's AES-NI code is AWS-LC's, so it is not timed twice.
@@ -192,6 +197,7 @@ pub fn backend_info() -> Vec<(String, String)> {
 
 fn describe(imp: Impl) -> String {
     match imp {
+        #[cfg(feature = "openssl-backend")]
         Impl::OpenSsl => format!("OpenSSL ({})", primitives::openssl_version()),
         other => primitives::impl_name(other).to_string(),
     }

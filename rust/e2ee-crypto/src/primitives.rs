@@ -18,6 +18,7 @@ use aws_lc_rs::hmac as lc_hmac;
 use ctr::CtrCore;
 use ctr::flavors::Ctr32BE;
 use hmac::{Hmac, Mac};
+#[cfg(feature = "openssl-backend")]
 use openssl::hash::{Hasher, MessageDigest};
 use sha2::{Sha256, Sha512};
 
@@ -26,21 +27,28 @@ use crate::error::{Error, Result};
 use crate::sframe::{MAX_TAG_LEN, copy_prefix, join_aad};
 use crate::suite::{Aead, CipherSuite, Hash};
 
+#[cfg(feature = "openssl-backend")]
 pub(crate) const BACKEND: &str = "per primitive and frame size, the fastest here of \
      RustCrypto (aes 0.9, hmac 0.13, sha2 0.11), aws-lc-rs 1.19 and OpenSSL 3 (openssl 0.10, \
      vendored), measured at first use (backend_info()); AES-GCM: aws-lc-rs; HKDF, PBKDF2: \
      RustCrypto";
+#[cfg(not(feature = "openssl-backend"))]
+pub(crate) const BACKEND: &str = "per primitive and frame size, the fastest here of \
+     RustCrypto (aes 0.9, hmac 0.13, sha2 0.11) and aws-lc-rs 1.19 (built without OpenSSL), \
+     measured at first use (backend_info()); AES-GCM: aws-lc-rs; HKDF, PBKDF2: RustCrypto";
 
 /// The name and version of each candidate, for `backend_info`.
 pub(crate) fn impl_name(imp: Impl) -> &'static str {
     match imp {
         Impl::RustCrypto => "RustCrypto",
         Impl::AwsLc => "aws-lc-rs",
+        #[cfg(feature = "openssl-backend")]
         Impl::OpenSsl => "OpenSSL",
     }
 }
 
 /// The version string of the OpenSSL built into this library.
+#[cfg(feature = "openssl-backend")]
 pub(crate) fn openssl_version() -> &'static str {
     openssl::version::version()
 }
@@ -154,6 +162,7 @@ pub(crate) struct HmacKey {
     lc: Option<lc_hmac::Key>,
     /// `H(K XOR ipad)` and `H(K XOR opad)` as started digests (RFC 2104); `None` if
     /// OpenSSL could not allocate them, and then another candidate serves.
+    #[cfg(feature = "openssl-backend")]
     ossl: Option<(Hasher, Hasher)>,
 }
 
@@ -168,26 +177,23 @@ pub(crate) type FullTag = [u8; 64];
 impl HmacKey {
     /// `uses(imp)`: whether `imp` may be asked for; RustCrypto is always keyed.
     pub(crate) fn new(hash: Hash, key: &[u8], uses: impl Fn(Impl) -> bool) -> Option<Self> {
-        let (rc, lc_alg, md, block) = match hash {
+        let (rc, lc_alg) = match hash {
             Hash::Sha256 => (
                 RcMac::Sha256(<Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()?),
                 lc_hmac::HMAC_SHA256,
-                MessageDigest::sha256(),
-                64,
             ),
             Hash::Sha512 => (
                 RcMac::Sha512(<Hmac<Sha512> as KeyInit>::new_from_slice(key).ok()?),
                 lc_hmac::HMAC_SHA512,
-                MessageDigest::sha512(),
-                128,
             ),
         };
         Some(HmacKey {
             hash,
             rc,
             lc: uses(Impl::AwsLc).then(|| lc_hmac::Key::new(lc_alg, key)),
+            #[cfg(feature = "openssl-backend")]
             ossl: if uses(Impl::OpenSsl) {
-                openssl_pads(md, block, key)
+                openssl_pads(hash, key)
             } else {
                 None
             },
@@ -203,6 +209,7 @@ impl HmacKey {
     pub(crate) fn tag(&self, imp: Impl, parts: &[&[u8]]) -> FullTag {
         let mut out = [0u8; 64];
         match imp {
+            #[cfg(feature = "openssl-backend")]
             Impl::OpenSsl => {
                 if let Some(t) = self.ossl.as_ref().and_then(|p| openssl_hmac(p, parts)) {
                     return t;
@@ -242,8 +249,13 @@ impl HmacKey {
 }
 
 /// The two started digests of RFC 2104 §2: `K XOR ipad` and `K XOR opad`, the key
-/// zero-padded to the block size (callers pass keys no longer than a block).
-fn openssl_pads(md: MessageDigest, block: usize, key: &[u8]) -> Option<(Hasher, Hasher)> {
+/// zero-padded to the block size B (callers pass keys no longer than a block).
+#[cfg(feature = "openssl-backend")]
+fn openssl_pads(hash: Hash, key: &[u8]) -> Option<(Hasher, Hasher)> {
+    let (md, block) = match hash {
+        Hash::Sha256 => (MessageDigest::sha256(), 64),
+        Hash::Sha512 => (MessageDigest::sha512(), 128),
+    };
     let mut padded = zeroize::Zeroizing::new([0u8; 128]);
     let padded = padded.get_mut(..block)?;
     if key.len() > block {
@@ -260,6 +272,7 @@ fn openssl_pads(md: MessageDigest, block: usize, key: &[u8]) -> Option<(Hasher, 
     Some((start(0x36)?, start(0x5c)?))
 }
 
+#[cfg(feature = "openssl-backend")]
 fn openssl_hmac((inner, outer): &(Hasher, Hasher), parts: &[&[u8]]) -> Option<FullTag> {
     let mut h = inner.clone();
     for part in parts {
@@ -428,6 +441,7 @@ mod tests {
         for (hash, key_len) in [(Hash::Sha256, 32), (Hash::Sha512, 64)] {
             let key: Vec<u8> = (0..key_len as u8).collect();
             let mac = HmacKey::new(hash, &key, |_| true).unwrap();
+            #[cfg(feature = "openssl-backend")]
             assert!(mac.ossl.is_some());
             for n in [0, 1, 127, 128, 511, 512, 1200, 8191, 8192, 70_000] {
                 let ct: Vec<u8> = (0..n).map(|i| i as u8).collect();
@@ -441,7 +455,9 @@ mod tests {
         // A candidate that was not keyed answers with RustCrypto's (same) bytes.
         let key = [9u8; 64];
         let only_rc = HmacKey::new(Hash::Sha512, &key, |_| false).unwrap();
-        assert!(only_rc.lc.is_none() && only_rc.ossl.is_none());
+        assert!(only_rc.lc.is_none());
+        #[cfg(feature = "openssl-backend")]
+        assert!(only_rc.ossl.is_none());
         let all = HmacKey::new(Hash::Sha512, &key, |_| true).unwrap();
         for imp in Impl::ALL {
             assert_eq!(only_rc.tag(imp, &[b"m"]), all.tag(imp, &[b"m"]));
