@@ -25,7 +25,8 @@ again from the entry URL(s), rotating through them when several are given, so th
 session whose node died is placed again on a live one (failover).
 
 The router never sees a key: this client encrypts after its encoders and decrypts before
-its decoders (:mod:`e2ee.transform.protect`).
+its decoders (:mod:`e2ee.transform.protect`); each stream's peer connection is negotiated
+in :mod:`e2ee.client.negotiation`.
 
 The client is the trust anchor, not the server (docs/protocol.md §1).  Given an
 encryption secret, it requires end-to-end encryption: a server hello without it is
@@ -46,11 +47,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 
+from e2ee.client import negotiation
 from e2ee.client.errors import E2eeRequired, Redirected, SessionError
 from e2ee.client.link import Link
-from e2ee.client.peers import LentTrack, PeerSet, Publisher, Subscriber
+from e2ee.client.peers import PeerSet, Publisher, Subscriber
 from e2ee.client.policy import E2eeParams, check_hello
 from e2ee.client.reconnect import ReconnectPolicy
 from e2ee.client.redirect import MAX_REDIRECTS, redirect_target
@@ -59,8 +61,7 @@ from e2ee.crypto import normalize_secret
 from e2ee.crypto.keyring import KeyRing
 from e2ee.errors import EncryptionSecretMissing
 from e2ee.rtc import compat, net
-from e2ee.transform.protect import E2eeTransform, protect
-from e2ee.wire.extmap import strip_media_derived_extensions
+from e2ee.transform.protect import E2eeTransform
 from e2ee.wire.params import SessionPolicy
 
 __all__ = ["E2eeRequired", "Publisher", "ReconnectPolicy", "Session", "SessionError", "Subscriber"]
@@ -395,47 +396,6 @@ class Session:
 
     # -- media -------------------------------------------------------------------------
 
-    def _check_media(self, action: str) -> None:
-        """Refuses ``action`` before any peer connection exists unless its media will be
-        what the application asked for: end to end encrypted when it gave a secret."""
-        if not self.connected:
-            raise SessionError("not_connected", "the session is not connected")
-        if self._e2ee:
-            if self.ring is None or not self.ring.has_secret:
-                raise EncryptionSecretMissing(
-                    f"{action} in an end-to-end encrypted session needs a secret"
-                )
-        elif self._wants_e2ee:
-            raise E2eeRequired(
-                f"{action} refused: this session is not end-to-end encrypted, and the "
-                "application gave an encryption secret"
-            )
-
-    def _protect(self, pc: RTCPeerConnection) -> E2eeTransform | None:
-        """The connection's E2EE transform; ``None`` only in a session without E2EE that
-        the application joined without a secret."""
-        if not self._e2ee:
-            if self._wants_e2ee:
-                raise E2eeRequired("this session is not end-to-end encrypted")
-            return None
-        if self.ring is None or not self.ring.has_secret:
-            raise EncryptionSecretMissing("an end-to-end encrypted session needs a secret")
-        return protect(pc, self.ring)
-
-    def _sdp(self, sdp: object) -> str:
-        """A description to apply or to send: in an E2EE session, without media-derived
-        RTP header extensions (the audio level would show the router voice activity)."""
-        if not isinstance(sdp, str):
-            raise SessionError("protocol_error", "the server sent no SDP")
-        return strip_media_derived_extensions(sdp) if self._e2ee else sdp
-
-    async def _undo(self, exc: BaseException, message: dict[str, Any]) -> None:
-        # Cancelled: tell the server in the background, the caller is leaving.
-        if isinstance(exc, asyncio.CancelledError):
-            self._spawn(self._tell(message))
-        else:
-            await self._tell(message)
-
     async def publish(
         self,
         *,
@@ -446,8 +406,8 @@ class Session:
         """Publishes the given tracks as one stream, encrypted end to end in E2EE sessions."""
         if audio is None and video is None:
             raise ValueError("publish needs an audio or a video track")
-        self._check_media("publishing")
-        stream_id, pc, transform = await self._negotiate_publish(audio, video, name)
+        negotiation.check_media(self, "publishing")
+        stream_id, pc, transform = await negotiation.publish(self, audio, video, name)
         pub = Publisher(
             stream_id,
             pc,
@@ -459,34 +419,6 @@ class Session:
         )
         self.peers.adopt_publisher(pub)
         return pub
-
-    async def _negotiate_publish(
-        self, audio: MediaStreamTrack | None, video: MediaStreamTrack | None, name: str | None
-    ) -> tuple[str, RTCPeerConnection, E2eeTransform | None]:
-        pc = self._new_pc()
-        stream_id: str | None = None
-        try:
-            transform = self._protect(pc)  # before any track or description
-            for track in (audio, video):
-                if track is not None:
-                    pc.addTrack(LentTrack(track))  # the track outlives this connection
-            compat.slim_receivers(pc, receives=False)  # a publisher's connection only sends
-            await pc.setLocalDescription(await pc.createOffer())
-            msg: dict[str, Any] = {"type": "publish", "sdp": self._sdp(pc.localDescription.sdp)}
-            if name is not None:
-                msg["name"] = name
-            reply = await self.request(msg)
-            if not isinstance(reply.get("stream_id"), str):
-                raise SessionError("protocol_error", "the server's answer has no stream_id")
-            stream_id = reply["stream_id"]
-            answer = self._sdp(reply.get("sdp"))
-            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        except BaseException as exc:
-            await self.peers.close(pc)
-            if stream_id is not None:  # the server made the stream: end it there too
-                await self._undo(exc, {"type": "unpublish", "stream_id": stream_id})
-            raise
-        return stream_id, pc, transform
 
     async def unpublish(self, publisher: Publisher) -> None:
         """Ends a published stream (also while reconnecting: it is not published again)."""
@@ -500,35 +432,20 @@ class Session:
 
         Any failure after the server made the subscription (a refused offer, a failed
         negotiation, a cancellation) ends it on the server too (``unsubscribe``)."""
-        self._check_media("subscribing")
-        sub = await self._negotiate_subscribe(stream_id, None)
+        negotiation.check_media(self, "subscribing")
+        sub = await negotiation.subscribe(self, stream_id, None)
         self.peers.adopt_subscriber(sub)
         return sub
 
+    # The supervisor's way in (e2ee.client.supervisor.Supervised), to publish and
+    # subscribe again after a reconnect.
+    async def _negotiate_publish(
+        self, audio: MediaStreamTrack | None, video: MediaStreamTrack | None, name: str | None
+    ) -> tuple[str, RTCPeerConnection, E2eeTransform | None]:
+        return await negotiation.publish(self, audio, video, name)
+
     async def _negotiate_subscribe(self, stream_id: str, sub: Subscriber | None) -> Subscriber:
-        reply = await self.request({"type": "subscribe", "stream_id": stream_id})
-        sub_id = reply.get("subscription_id")
-        if not isinstance(sub_id, str):
-            raise SessionError("protocol_error", "the server's offer has no subscription_id")
-        pc = self._new_pc()
-        try:
-            offer = self._sdp(reply.get("sdp"))
-            transform = self._protect(pc)  # before the offer is applied
-            if sub is None:
-                sub = Subscriber(stream_id, sub_id, pc, transform, generation=self._generation)
-            else:
-                sub.replace(sub_id, pc, transform, self._generation)
-            sub.follow(pc, transform, self._emit)
-            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-            compat.slim_receivers(pc, receives=True)
-            await pc.setLocalDescription(await pc.createAnswer())
-            answer = self._sdp(pc.localDescription.sdp)
-            await self.request({"type": "answer", "subscription_id": sub_id, "sdp": answer})
-        except BaseException as exc:
-            await self.peers.close(pc)
-            await self._undo(exc, {"type": "unsubscribe", "subscription_id": sub_id})
-            raise
-        return sub
+        return await negotiation.subscribe(self, stream_id, sub)
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
         """Ends a subscription (also while reconnecting: it is not made again)."""
