@@ -26,6 +26,7 @@ import aiohttp
 
 from e2ee.server.store import Credentials, SQLiteStore, db_path
 from e2ee.server.tokens import mint_token, project_auth_token
+from e2ee.tools.redis_proc import end_process
 from support import REPO, TESTS
 
 _LISTENING = re.compile(r"listening on (http://[^\s]+)")
@@ -52,20 +53,21 @@ class Served:
         return "ws" + self.url[len("http") :]
 
 
-class ServerProcess(Served):
-    """``e2ee.server.app.run`` in a child process on a free loopback port.
+class ChildServer(Served):
+    """A server command in a child process, for :class:`ServerProcess` and
+    :class:`support.cluster.NodeProcess`: its stderr appended to :attr:`stderr_path`, its
+    stdout read up to the ``listening on URL`` line (kept in :attr:`stdout_lines`, the
+    rest drained by a thread), ready once ``/healthz`` answers 200.
 
-    ``router="fake"`` injects :class:`FakeRouter` (signaling tests), ``"default"`` keeps
-    the real :class:`e2ee.sfu.router.Router`.  stdout (the banner) and stderr (the logs) are
-    kept in ``data_dir/stdout.txt`` and ``data_dir/stderr.txt``.
-
-    :meth:`start` and :meth:`stop` block (no event loop of their own): call them from a
-    fixture, or through ``asyncio.to_thread`` inside an async test.
+    Starting and ending block (no event loop of their own): call them from a fixture, or
+    through ``asyncio.to_thread`` inside an async test.
     """
 
-    def __init__(self, data_dir: Path, *, router: str = "default") -> None:
+    #: What the error messages call it.
+    what = "server"
+
+    def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.router = router
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.stdout_lines: list[str] = []
@@ -75,8 +77,85 @@ class ServerProcess(Served):
     def stderr_path(self) -> Path:
         return self.data_dir / "stderr.txt"
 
-    def start(self, timeout: float = 15.0) -> ServerProcess:
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _launch(self, argv: list[str], env: dict[str, str], timeout: float) -> str:
+        """Runs ``argv`` and returns the URL it listens on, once it is healthy."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=str(REPO)
+        )
+        stderr.close()
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        url = ""
+        while not url and time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode(errors="replace")
+            if not line:
+                break
+            self.stdout_lines.append(line)
+            m = _LISTENING.search(line)
+            url = m.group(1) if m else ""
+        if not url:
+            self._end(signal.SIGTERM, 10.0)
+            raise RuntimeError(
+                f"{self.what} did not start: {''.join(self.stdout_lines)}\n"
+                f"{self.stderr_path.read_text(errors='replace')[-3000:]}"
+            )
+        self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
+        self._drain.start()
+        self._wait_healthy(url, deadline)
+        return url
+
+    def _drain_stdout(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.stdout_lines.append(raw.decode(errors="replace"))
+
+    def _wait_healthy(self, url: str, deadline: float) -> None:
+        # No proxies (as aiohttp, which ignores the environment's by default).
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while True:
+            try:
+                with opener.open(url + "/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:  # refused, reset, timed out, or an HTTP error status
+                pass
+            if time.monotonic() > deadline:
+                self._end(signal.SIGTERM, 10.0)
+                raise RuntimeError(f"{self.what} never became healthy")
+            time.sleep(0.05)
+
+    def _end(self, sig: signal.Signals, timeout: float) -> int | None:
+        """Sends ``sig`` (SIGKILL after ``timeout``); the exit status, ``None`` if it was
+        not started."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        rc = end_process(proc, sig, timeout)
+        if self._drain is not None:
+            self._drain.join(2)
+        return rc
+
+
+class ServerProcess(ChildServer):
+    """``e2ee.server.app.run`` in a child process on a free loopback port.
+
+    ``router="fake"`` injects :class:`FakeRouter` (signaling tests), ``"default"`` keeps
+    the real :class:`e2ee.sfu.router.Router`.  stdout (the banner) is kept in
+    :attr:`stdout_lines`, stderr (the logs) in ``data_dir/stderr.txt``.
+    """
+
+    def __init__(self, data_dir: Path, *, router: str = "default") -> None:
+        super().__init__(data_dir)
+        self.router = router
+
+    def start(self, timeout: float = 15.0) -> ServerProcess:
         factory = "FakeRouter.factory" if self.router == "fake" else "None"
         code = (
             f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
@@ -86,72 +165,12 @@ class ServerProcess(Served):
             f" router_factory={factory})\n"
         )
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=env,
-            cwd=str(REPO),
-        )
-        stderr.close()
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline().decode()
-            if not line:
-                break
-            self.stdout_lines.append(line)
-            m = _LISTENING.search(line)
-            if m:
-                self.url = m.group(1)
-                break
-        if not self.url:
-            self.stop()
-            raise RuntimeError(
-                f"server did not start: {''.join(self.stdout_lines)}\n"
-                f"{self.stderr_path.read_text(errors='replace')[-3000:]}"
-            )
-        self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
-        self._drain.start()
-        self._wait_healthy(deadline)
+        self.url = self._launch([sys.executable, "-c", code], env, timeout)
         return self
 
-    def _drain_stdout(self) -> None:
-        assert self.proc is not None
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.stdout_lines.append(raw.decode(errors="replace"))
-
-    def _wait_healthy(self, deadline: float) -> None:
-        # No proxies (as aiohttp, which ignores the environment's by default).
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        while True:
-            try:
-                with opener.open(self.url + "/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:  # refused, reset, timed out, or an HTTP error status
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server never became healthy")
-            time.sleep(0.05)
-
     def stop(self, timeout: float = 10.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc = self.proc.returncode
-        if self._drain is not None:
-            self._drain.join(2)
-        self.proc = None
-        return rc
+        """SIGTERM, SIGKILL after ``timeout``; the exit status."""
+        return self._end(signal.SIGTERM, timeout)
 
 
 class Api:

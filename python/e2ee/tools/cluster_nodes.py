@@ -27,11 +27,42 @@ if TYPE_CHECKING:
 
     from e2ee.server.store import Credentials
 
-__all__ = ["ClusterView", "NodeProc", "start_nodes", "stop_nodes"]
+__all__ = ["ClusterView", "NodeProc", "node_command", "node_env", "start_nodes", "stop_nodes"]
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 #: The nodes' key prefix (``e2ee.server.cluster.redis_store.DEFAULT_PREFIX``).
 PREFIX = "e2ee:"
+
+
+def node_command(redis_url: str, node_id: str, port: int, data_dir: Path) -> list[str]:
+    """The command line of one node (also the cluster tests'): ``e2ee serve`` through
+    this Python, on ``127.0.0.1:port``, its own data in ``data_dir``."""
+    return [
+        sys.executable,
+        "-m",
+        "e2ee",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--cluster",
+        redis_url,
+        "--node-id",
+        node_id,
+    ]
+
+
+def node_env() -> dict[str, str]:
+    """A node's environment: unbuffered output (the ``listening on`` line is read as it
+    comes) and ICE on loopback unless the caller's environment says otherwise."""
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        net.ENV_VAR: os.environ.get(net.ENV_VAR, "127.0.0.1"),
+    }
 
 
 class NodeProc:
@@ -57,30 +88,13 @@ class NodeProc:
 
     async def start(self, timeout: float = 30.0) -> NodeProc:
         self.directory.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            net.ENV_VAR: os.environ.get(net.ENV_VAR, "127.0.0.1"),
-        }
+        argv = node_command(self.redis_url, self.node_id, self.port, self.directory / self.node_id)
         with open(self.log_path, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "e2ee",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.directory / self.node_id),
-                "--cluster",
-                self.redis_url,
-                "--node-id",
-                self.node_id,
+                *argv,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
-                env=env,
+                env=node_env(),
                 # Its own session: a Ctrl-C reaches the command, which stops the node.
                 start_new_session=True,
             )
