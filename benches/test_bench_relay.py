@@ -184,3 +184,140 @@ def test_relay_frame(
         assert stats["srtp_backend"] == backend, stats  # the path measured is the one named
         mmsg = stats["packets_rust"] if path == "e2ee-rust-mmsg" else 0
         assert stats["packets_mmsg"] == mmsg, stats
+
+
+# -- one frame to many subscribers -----------------------------------------------------
+
+FANOUT_SUBSCRIBERS = 50
+
+
+class _Subscribers:
+    """``n`` subscribers on loopback: per subscriber a receiving socket, the router's
+    asyncio datagram transport towards it and its SRTP keys (AEAD_AES_256_GCM)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        self.rx: list[socket.socket] = []
+        self.transports: list[Any] = []
+        self.senders: list[Any] = []
+        for _ in range(n):
+            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            rx.bind(("127.0.0.1", 0))
+            rx.setblocking(False)
+            self.rx.append(rx)
+            transport, _ = loop.run_until_complete(
+                loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+            )
+            self.transports.append(transport)
+            self.senders.append(
+                _srtp.SrtpSender(PROFILES["aes256gcm"][0], os.urandom(32), os.urandom(12))
+            )
+
+    def drain(self) -> None:
+        for rx in self.rx:
+            try:
+                while True:
+                    rx.recv(2048)
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        for rx in self.rx:
+            rx.close()
+        for transport in self.transports:
+            transport.close()
+
+
+def _per_relay_send(relays: list[dict[str, Any]], frame: RelayFrame) -> None:
+    """The egress before the fan-out (RelayTrack.send -> _send_mmsg, 3a04bf5..this
+    change), per subscriber: its policy, one Rust call that builds, protects and writes
+    the frame (``SrtpSender.send_frame``, one ``sendmmsg``), the packets kept for NACKs
+    in Python, the counters."""
+    for r in relays:
+        gate: FrameGate = r["gate"]
+        if gate.admit(frame.keyframe, 0) != 0:
+            continue
+        seq = r["seq"]
+        timestamp = (frame.timestamp + r["ts_offset"]) & 0xFFFFFFFF
+        packets, taken = r["rust"].send_frame(
+            r["fd"], r["address"], 0x90, 97, seq, timestamp, r["ssrc"], r["ext"], frame.payloads
+        )
+        r["seq"] = (seq + len(packets)) & 0xFFFF
+        history = r["history"]
+        for data in packets:
+            history[seq % 256] = (seq, data)
+            seq = (seq + 1) & 0xFFFF
+        r["packets"] += len(packets)
+        r["mmsg"] += taken
+        r["frames"] += 1
+        r["bytes"] += frame.size
+
+
+@pytest.mark.parametrize("path", ["per-relay", "fanout-gso", "fanout-no-gso"])
+def test_relay_frame_fanout(
+    benchmark: BenchmarkFixture, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """One 4-packet video frame to FANOUT_SUBSCRIBERS subscribers: the per-subscriber Rust
+    calls of before against one :class:`e2ee._srtp.Fanout` call (with and without GSO).
+    ``extra_info["us_per_packet"]``: the median divided by the packets sent."""
+    benchmark.group = f"relay-fanout-{FANOUT_SUBSCRIBERS}"
+    loop = asyncio.new_event_loop()
+    subs = _Subscribers(loop, FANOUT_SUBSCRIBERS)
+    frame = RelayFrame(FRAMES["video"], 3000, False, 1 << 40)
+    ext = b"\xbe\xde\x00\x01\x10\x30\x00\x00"
+    op: Callable[[], Any]
+    forwarder: Any = None
+    if path == "per-relay":
+        relays = [
+            {
+                "gate": FrameGate(256, False),
+                "rust": sender,
+                "fd": transport.get_extra_info("socket").fileno(),
+                "address": rx.getsockname(),
+                "seq": 0,
+                "ts_offset": 7,
+                "ssrc": 1000 + i,
+                "ext": ext,
+                "history": [None] * 256,
+                "packets": 0,
+                "mmsg": 0,
+                "frames": 0,
+                "bytes": 0,
+            }
+            for i, (sender, transport, rx) in enumerate(
+                zip(subs.senders, subs.transports, subs.rx, strict=True)
+            )
+        ]
+        op = lambda: _per_relay_send(relays, frame)  # noqa: E731
+    else:
+        forwarder = SimpleNamespace(
+            kind="video", video=True, totals=Totals(), track_id="t", relays=set()
+        )
+        paths = {}
+        for i, (sender, transport, rx) in enumerate(
+            zip(subs.senders, subs.transports, subs.rx, strict=True)
+        ):
+            relay = RelayTrack(forwarder, f"s{i}", 256)
+            relay._configure(_parameters("video"))
+            relay._sender = SimpleNamespace(id=i)  # type: ignore[assignment]
+            relay.gate = FrameGate(256, False)
+            paths[i] = (None, transport, rx.getsockname(), sender)
+            forwarder.relays.add(relay)
+        monkeypatch.setattr(compat, "rtp_path", lambda s: paths[s.id][:3])
+        monkeypatch.setattr(srtp, "rust_sender", lambda s, protect: paths[s.id][3])
+        monkeypatch.setattr(compat, "note_rtp_sent", lambda *a: None)
+        group = forwarder.fan_out
+        group.fanout.gso = path == "fanout-gso"
+        op = lambda: group.send(frame, forwarder.relays)  # noqa: E731
+    try:
+        benchmark.pedantic(op, rounds=400, warmup_rounds=5, setup=subs.drain)
+    finally:
+        subs.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+    packets = FANOUT_SUBSCRIBERS * len(frame.payloads)
+    benchmark.extra_info["us_per_packet"] = round(benchmark.stats["median"] * 1e6 / packets, 3)
+    if forwarder is not None:
+        stats = [r.stats() for r in forwarder.relays]
+        assert all(s["fanout"] and s["packets_mmsg"] == s["packets_forwarded"] for s in stats)
+        assert all(s["gso"] is (path == "fanout-gso") for s in stats)

@@ -34,7 +34,7 @@ try:
 except ImportError:  # a source build with only e2ee._core: aiortc's libsrtp protects
     _srtp = None  # type: ignore[assignment]
 
-__all__ = ["PROFILES", "rust_sender", "sender_for_transport"]
+__all__ = ["PROFILES", "new_fanout", "rtp_reader", "rust_sender", "sender_for_transport"]
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +91,19 @@ def rust_sender(sender: RTCRtpSender, protect: Callable[[bytes], bytes]) -> _srt
             log.info("router: SRTP by aiortc's libsrtp on this transport: %s", found)
         _BY_TRANSPORT[dtls] = found
     return None if isinstance(found, _Unavailable) else found
+
+
+def new_fanout(history: int) -> _srtp.Fanout | None:
+    """A new :class:`e2ee._srtp.Fanout` (one frame to every subscriber of a track in one
+    call, each leg protected by its transport's :func:`rust_sender`) keeping ``history``
+    packets per leg for NACKs; ``None`` without the extension."""
+    return None if _srtp is None else _srtp.Fanout(history)
+
+
+def rtp_reader() -> _srtp.RtpReader:
+    """A new :class:`e2ee._srtp.RtpReader`: the native receive path of the bench's light
+    subscribers (the router never reads with it).  ``RuntimeError`` without the
+    extension."""
+    if _srtp is None:
+        raise RuntimeError("e2ee._srtp is not built: no native RTP reader")
+    return _srtp.RtpReader()

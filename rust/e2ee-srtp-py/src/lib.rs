@@ -6,7 +6,9 @@
 //! the pure crate.
 
 mod buf;
+mod fanout;
 mod mmsg;
+mod recv;
 
 use e2ee_srtp::{FrameHeader, Profile};
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -206,5 +208,7 @@ fn _srtp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_PACKET_LEN", e2ee_srtp::MAX_PACKET_LEN)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<SrtpSender>()?;
+    m.add_class::<fanout::Fanout>()?;
+    m.add_class::<recv::RtpReader>()?;
     Ok(())
 }

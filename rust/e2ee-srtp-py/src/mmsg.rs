@@ -52,13 +52,13 @@ pub(crate) fn socket_addr(address: &Bound<'_, PyAny>) -> PyResult<SocketAddr> {
 }
 
 /// The kernel's form of a socket address.
-enum RawAddr {
+pub(crate) enum RawAddr {
     V4(libc::sockaddr_in),
     V6(libc::sockaddr_in6),
 }
 
 impl RawAddr {
-    fn new(to: SocketAddr) -> Self {
+    pub(crate) fn new(to: SocketAddr) -> Self {
         match to {
             SocketAddr::V4(a) => RawAddr::V4(libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
@@ -80,7 +80,7 @@ impl RawAddr {
         }
     }
 
-    fn name(&mut self) -> (*mut libc::c_void, libc::socklen_t) {
+    pub(crate) fn name(&mut self) -> (*mut libc::c_void, libc::socklen_t) {
         match self {
             RawAddr::V4(a) => (
                 ptr::from_mut(a).cast(),

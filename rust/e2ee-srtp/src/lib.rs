@@ -15,9 +15,11 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod gso;
 mod index;
 mod kdf;
 pub mod rtp;
+pub mod track;
 mod transform;
 #[cfg(test)]
 mod vectors;

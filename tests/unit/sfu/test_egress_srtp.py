@@ -79,8 +79,8 @@ def relay_with(
     relay = RelayTrack(forwarder, "sub", 256)  # type: ignore[arg-type]
     relay._configure(PARAMETERS)
     relay._sender = SimpleNamespace()  # type: ignore[assignment]
-    relay._media_ssrc = 0x5EED_0001
-    relay._seq = 65_533  # the second frame wraps
+    relay.media_ssrc = 0x5EED_0001
+    relay.next_seq = 65_533  # the second frame wraps
     relay.gate = FrameGate(256, False)
     monkeypatch.setattr(compat, "rtp_path", lambda s: (tx.protect, sock, sock.address))
     monkeypatch.setattr(compat, "note_rtp_sent", lambda *a: None)
@@ -121,7 +121,7 @@ def test_relayed_frames_unprotect_and_parse(
     assert stats["srtp_profile"] == (name if rust else None)
     assert (stats["packets_rust"], stats["packets_libsrtp"]) == ((7, 0) if rust else (0, 7))
     # NACKs are answered with the packets exactly as first protected.
-    assert relay._history[65_534 % 256] == (65_534, wire[1])
+    assert relay.sent_packet(65_534) == wire[1]
 
 
 def test_a_refused_frame_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,7 +129,7 @@ def test_a_refused_frame_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         relay.send(RelayFrame([b"one"], 0, False, 1 << 32))
         assert sock.rx.recv(2048)
-        relay._seq = 65_533  # a bug that would reuse an SRTP index
+        relay.next_seq = 65_533  # a bug that would reuse an SRTP index
         relay.send(RelayFrame([b"two"], 1, False, 2 << 32))
         sock.rx.settimeout(0.2)
         with pytest.raises(TimeoutError):
@@ -138,7 +138,7 @@ def test_a_refused_frame_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
         sock.close()
     assert relay.packets_rust == 1
     assert relay.frames_forwarded == 1
-    assert relay._path is None  # the relay stopped; the next frame resolves it again
+    assert relay.path is None  # the relay stopped; the next frame resolves it again
 
 
 def test_the_facade_logs_why_a_transport_has_no_rust_sender(

@@ -1,0 +1,225 @@
+"""Egress, per frame: one published frame to all of a track's subscribers.
+
+:class:`FanoutGroup` (one per :class:`e2ee.sfu.ingress.Forwarder`, its ``fan_out``) runs
+the policy of each :class:`e2ee.sfu.egress.RelayTrack` in Python (``FrameGate``, key
+frame waits, send backlog), then hands the whole frame to the Rust
+:class:`e2ee._srtp.Fanout` in ONE call for every relay that has a leg there (a Rust
+SRTP sender and a selector datagram transport): headers, SRTP and one ``sendmmsg(2)``
+per subscriber (UDP GSO for runs of equal-size packets), no Python per packet.  A leg
+whose asyncio transport still buffers datagrams is only built, and its packets join
+that buffer, in order, as do the packets a full kernel buffer did not take: nothing
+overtakes what asyncio holds.
+
+Relays without a leg take :func:`send_one`: the frame built and protected in one call
+to the Rust sender then ``sendto`` per packet (an event loop whose transports are not
+selector ones), or packet by packet with aiortc's own libsrtp session (no
+``e2ee._srtp``, a profile it lacks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from e2ee.rtc import compat, srtp, udp
+from e2ee.sfu.frames import RelayFrame, Totals
+
+__all__ = ["FanoutGroup", "RelayTrack", "send_one"]
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!BBHII")  # V=2 P X CC | M PT | sequence | timestamp | SSRC
+
+
+class RelayTrack(Protocol):
+    """What this module uses of an :class:`e2ee.sfu.egress.RelayTrack` (which imports
+    this module, so it is named here by its shape)."""
+
+    b0: int
+    payload_type: int
+    media_ssrc: int
+    next_seq: int
+    ts_offset: int
+    history: list[tuple[int, bytes] | None]
+    path: compat.RtpPath | None
+    rust: Any
+    leg: int | None
+    totals: Totals
+    packets_libsrtp: int
+    packets_not_direct: int
+
+    def admit(self, frame: RelayFrame) -> compat.RtpPath | None: ...
+    def account(self, frame: RelayFrame, n: int) -> None: ...
+    def stopped(self, exc: Exception) -> None: ...
+    def extension(self, abs_send_time: int) -> bytes: ...
+    def extension_template(self) -> tuple[bytes, int | None]: ...
+
+
+class FanoutGroup:
+    """The relays of one forwarder, and the Rust fan-out of those that can use it
+    (``fanout`` is ``None`` without ``e2ee._srtp``)."""
+
+    __slots__ = ("fanout", "legs", "totals")
+
+    def __init__(self, history: int, totals: Totals) -> None:
+        self.fanout = srtp.new_fanout(history)
+        self.legs: dict[int, RelayTrack] = {}
+        self.totals = totals
+
+    def send(self, frame: RelayFrame, relays: Iterable[Any]) -> None:
+        """Relay ``frame`` to each of ``relays`` that its policy admits."""
+        direct: list[int] = []
+        buffered: list[int] = []
+        batch: list[RelayTrack] = []
+        for relay in relays:
+            path = relay.admit(frame)
+            if path is None:
+                continue
+            leg = relay.leg
+            if leg is None:
+                send_one(relay, frame, path)
+                continue
+            if udp.direct_send_ok(path[1]):
+                direct.append(leg)
+            else:
+                buffered.append(leg)
+            batch.append(relay)
+        fanout = self.fanout
+        if not batch or fanout is None:
+            return
+        try:
+            problems = fanout.send(
+                direct, buffered, frame.payloads, frame.timestamp, frame.abs_send_time
+            )
+        except ValueError as exc:  # a frame of no or too many packets: never sent
+            for relay in batch:
+                relay.stopped(exc)
+            return
+        n = len(frame.payloads)
+        for relay in batch:
+            relay.account(frame, n)
+        count = len(batch)
+        totals = self.totals
+        totals.frames_forwarded += count
+        totals.bytes_forwarded += frame.size * count
+        totals.packets_forwarded += n * count
+        for leg, outcome in problems:
+            self._problem(self.legs[leg], outcome, n)
+
+    def _problem(self, relay: RelayTrack, outcome: list[bytes] | int | str, n: int) -> None:
+        path = relay.path
+        if isinstance(outcome, str):  # cannot happen for a well-formed frame
+            relay.stopped(ValueError(outcome))
+            return
+        relay.packets_not_direct += n if isinstance(outcome, int) else len(outcome)
+        if path is None:  # pragma: no cover - stopped within this frame
+            return
+        transport: Any = path[1]
+        if isinstance(outcome, int):
+            # The kernel refused the first datagram for another reason than a full
+            # buffer.  As asyncio's sendto does with such an error, the protocol hears of
+            # it and the datagrams are lost (their NACKs find them in the history).
+            transport.get_protocol().error_received(OSError(outcome, os.strerror(outcome)))
+            return
+        sendto = transport.sendto
+        address = path[2]
+        try:
+            for data in outcome:
+                sendto(data, address)
+        except Exception as exc:  # the transport went away under us
+            relay.stopped(exc)
+
+    def add(self, relay: RelayTrack, rust: Any, fd: int, address: Any) -> int | None:
+        """A leg for ``relay`` on the socket ``fd`` (see :class:`e2ee._srtp.Fanout`);
+        ``None`` if there is no fan-out or it refused the leg (``relay`` then sends on
+        its own)."""
+        if self.fanout is None:
+            return None
+        extension, abs_send_time_at = relay.extension_template()
+        try:
+            leg = self.fanout.add(
+                rust,
+                fd,
+                address,
+                relay.b0,
+                relay.payload_type,
+                relay.media_ssrc,
+                relay.next_seq,
+                relay.ts_offset,
+                extension,
+                abs_send_time_at,
+            )
+        except ValueError as exc:  # an address or header it cannot take: send alone
+            log.info("router: relay %s sends without the fan-out: %s", relay, exc)
+            return None
+        self.legs[leg] = relay
+        return leg
+
+    def remove(self, leg: int) -> tuple[int, list[tuple[int, bytes]]]:
+        """Drops ``leg``: its next sequence number and NACK history."""
+        self.legs.pop(leg, None)
+        assert self.fanout is not None
+        return self.fanout.remove(leg)
+
+    def packet(self, leg: int, seq: int) -> bytes | None:
+        assert self.fanout is not None
+        return self.fanout.packet(leg, seq)
+
+    def uses_gso(self, leg: int | None) -> bool:
+        """Whether ``leg`` sends its runs as UDP GSO messages now."""
+        return leg is not None and self.fanout is not None and self.fanout.uses_gso(leg)
+
+
+def send_one(relay: RelayTrack, frame: RelayFrame, path: compat.RtpPath) -> None:
+    """``frame`` to one relay without a fan-out leg: the Rust sender's packets through
+    asyncio's ``sendto``, else aiortc's libsrtp packet by packet."""
+    protect, transport, address = path
+    timestamp = (frame.timestamp + relay.ts_offset) & 0xFFFFFFFF
+    ext = relay.extension(frame.abs_send_time)
+    payloads = frame.payloads
+    n = len(payloads)
+    seq = relay.next_seq
+    history = relay.history
+    rust = relay.rust
+    sendto = transport.sendto
+    if rust is not None:
+        try:
+            packets = rust.protect_frame(
+                relay.b0, relay.payload_type, seq, timestamp, relay.media_ssrc, ext, payloads
+            )
+        except ValueError as exc:  # cannot happen for a well-formed frame: never send it
+            relay.stopped(exc)
+            return
+        # Their SRTP indices are used now, whether or not each packet leaves.
+        relay.next_seq = (seq + n) & 0xFFFF
+        relay.packets_not_direct += n
+    else:
+        b0, pt, ssrc = relay.b0, relay.payload_type, relay.media_ssrc
+        packets = []
+        try:
+            for i, payload in enumerate(payloads):
+                marker = 0x80 if i == n - 1 else 0
+                header = _HEADER.pack(b0, pt | marker, (seq + i) & 0xFFFF, timestamp, ssrc)
+                packets.append(protect(header + ext + payload))
+        except Exception as exc:  # the SRTP session went away under us
+            relay.stopped(exc)
+            return
+        finally:
+            relay.next_seq = (seq + len(packets)) & 0xFFFF
+        relay.packets_libsrtp += n
+    try:
+        for data in packets:
+            history[seq % len(history)] = (seq, data)
+            sendto(data, address)
+            seq = (seq + 1) & 0xFFFF
+    except Exception as exc:  # the socket went away under us
+        relay.stopped(exc)
+        return
+    relay.account(frame, n)
+    totals = relay.totals
+    totals.frames_forwarded += 1
+    totals.bytes_forwarded += frame.size
+    totals.packets_forwarded += n
