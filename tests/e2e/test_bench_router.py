@@ -83,6 +83,8 @@ def test_quick_run_of_every_scenario(tmp_path: Path) -> None:
     assert report["benchmark"] == "router"
     assert report["config"]["quick"] is True
     assert report["config"]["subscriber_kind"] == "light"
+    assert report["config"]["receiver"] == "native"  # frames found in Rust
+    assert "light (native receiver) subscribers" in stdout
     assert report["machine"]["cpu"]["model"]
     assert report["media"]["video_frames"] > 0
     assert {t["name"] for t in report["targets"]}
@@ -135,6 +137,16 @@ def test_quick_run_with_the_full_receive_path(tmp_path: Path) -> None:
     _check_step(step)
 
 
+def test_quick_run_with_the_python_receiver(tmp_path: Path) -> None:
+    # The light path's Python receiver, kept to compare with the native one.
+    stdout, _stderr, report = _run(tmp_path, "--receiver", "python", "--subscribers", "2")
+    assert "light (python receiver) subscribers" in stdout
+    assert report["config"]["receiver"] == "python"
+    (step,) = report["scenarios"]["fanout"]["steps"]
+    _check_step(step)
+    assert step["load_generators"]["socket_reader"]["kernel_timestamps"] is True
+
+
 def test_media_loop_and_stamp(tmp_path: Path) -> None:
     path = tmp_path / "media.bin"
     summary = prepare_media(path, seconds=0.5, width=160, height=120, bitrate=200_000)
@@ -161,6 +173,7 @@ def test_proc_readers_and_option_errors() -> None:
         ["--loss", "110%"],
         ["--loss", "burst"],
         ["--parties", "0"],
+        ["--receiver", "cython"],
     ):
         with pytest.raises(SystemExit):
             bench_router.main(bad)

@@ -6,7 +6,8 @@ recover from loss on a publisher's uplink.
 
     e2ee bench router [--scenario fanout|mesh|loss|all[,...]] [--subscribers 1,50,100,200]
                       [--parties 10] [--loss 1%,5%,burst300] [--loss-subscribers 10]
-                      [--subscriber-kind light|full] [--per-process N] [--seconds 10]
+                      [--subscriber-kind light|full] [--receiver native|python]
+                      [--per-process N] [--seconds 10]
                       [--warmup 3] [--json PATH] [--plot PATH.png] [--quick] [--no-pin]
                       [--profile PATH] [--keep]
 
@@ -23,13 +24,15 @@ Subscribers are light by default (:mod:`e2ee.tools.bench.router_worker.light`: a
 does ICE, DTLS and signalling, each RTP packet costs a header read, arrival times are the
 kernel's, a decrypted probe every few seconds maps RTP timestamps to the publishers'
 frame numbers), so one process terminates up to 50 subscriptions and S=200 measures the
-router; ``full`` runs aiortc's whole receive path and decrypts every frame (10 per
-process).  Every step prints the load generators' CPU beside the router's and is marked
-not valid when a generator process used more than 85% of a core, their CPUs were more
-than 95% busy, or the router waited for its own CPU more than 20% of the window
-(:mod:`e2ee.tools.bench.router_figures`).  Latency runs from the moment a publisher
-sent a frame's last packet to the kernel's receive time of that frame's last packet at
-each subscriber.
+router (``--receiver native``, the default: the sockets drained with ``recvmmsg(2)`` and
+RTP followed to frames in Rust, :class:`e2ee._srtp.RtpReader`, so Python works per frame;
+``python``: a header read in Python per packet); ``full`` runs aiortc's whole receive
+path and decrypts every frame (10 per process).  Every step prints the load generators'
+CPU beside the router's and is marked not valid when a generator process used more than
+85% of a core, their CPUs were more than 95% busy, or the router waited for its own CPU
+more than 20% of the window (:mod:`e2ee.tools.bench.router_figures`).  Latency runs from
+the moment a publisher sent a frame's last packet to the kernel's receive time of that
+frame's last packet at each subscriber.
 
 Progress goes to stderr, the tables and the issue's targets to stdout
 (:mod:`e2ee.tools.bench.router_report`), every figure with machine facts to ``--json``,
@@ -157,6 +160,7 @@ def _document(
             "seconds": cfg.seconds,
             "warmup_s": cfg.warmup,
             "subscriber_kind": cfg.kind,
+            "receiver": cfg.receiver,
             "subscribers_per_process": cfg.subscribers_per_process,
             "quick": cfg.quick,
         },
@@ -234,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="light: RTP header per packet, decrypted probes (default); full: aiortc's "
         "receive path, every frame decrypted",
     )
+    p.add_argument(
+        "--receiver",
+        choices=("native", "python"),
+        default="native",
+        help="light subscribers' receive path: native (recvmmsg and frames in Rust, "
+        "default) or python (a header read in Python per packet)",
+    )
     p.add_argument("--seconds", type=float, help="measured seconds per step (10)")
     p.add_argument("--warmup", type=float, help="seconds before each measurement (3)")
     p.add_argument(
@@ -273,6 +284,7 @@ def _config(args: argparse.Namespace) -> Config:
         seconds=pick(args.seconds, 10.0, 1.0),
         warmup=pick(args.warmup, 3.0, 0.5),
         kind=args.subscriber_kind,
+        receiver=args.receiver,
         per_process=args.per_process,
         pin=not args.no_pin,
         profile=args.profile,

@@ -101,6 +101,8 @@ def socket_reader_figures(readers: list[dict[str, Any]], window: float) -> dict[
         if wakeups
         else None,
         "kernel_timestamps": all(r["kernel_timestamps"] for r in readers) if readers else None,
+        # GSO sends of the router that arrived whole (UDP_GRO, the native receiver).
+        "gro_datagrams_per_s": round(sum(r.get("gro_datagrams", 0) for r in readers) / window, 1),
         # CPU inside the reader (reading, RTP handling, probes) per datagram: the light
         # path's own cost, without aiortc's per-connection work (RTCP, ICE consent).
         "cpu_per_datagram_us": round(

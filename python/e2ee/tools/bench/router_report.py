@@ -348,10 +348,13 @@ def format_table(report: dict[str, Any]) -> str:
     if "scenarios" not in report:
         raise ValueError("a router record from before the scenarios: run e2ee bench router again")
     cfg, media = report["config"], report["media"]
+    kind = cfg["subscriber_kind"]
+    if kind == "light" and cfg.get("receiver"):
+        kind = f"light ({cfg['receiver']} receiver)"
     lines = [
         f"e2ee bench router: VP8 {media['width']}x{media['height']} @ {media['fps']} fps "
         f"~{media['video_bitrate_bps'] / 1e6:.2f} Mbit/s + Opus 50/s per publisher, "
-        f"{cfg['seconds']:g} s per step, {cfg['subscriber_kind']} subscribers; router pinned "
+        f"{cfg['seconds']:g} s per step, {kind} subscribers; router pinned "
         f"to CPU {report['pinning']['router_cpus'] or 'none'}, load generators to "
         f"{report['pinning']['load_generator_cpus'] or 'the same'}"
     ]

@@ -85,6 +85,7 @@ class Config:
     seconds: float = 10.0
     warmup: float = 3.0
     kind: str = "light"
+    receiver: str = "native"
     probe_s: float = 5.0
     per_process: int | None = None
     media_seconds: float = 10.0
@@ -218,6 +219,7 @@ class Rig:
                 {
                     **self._base_cfg(),
                     "kind": self.cfg.kind,
+                    "receiver": self.cfg.receiver,
                     "fps": self.cfg.fps,
                     "probe_s": self.cfg.probe_s,
                 },

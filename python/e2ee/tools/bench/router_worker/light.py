@@ -4,14 +4,15 @@ not its own clients.
 
 aiortc still does ICE, DTLS, RTCP and signalling; every RTP datagram of the subscription
 is taken where it arrives, on the ICE socket (:func:`e2ee.rtc.compat.ice_protocols`,
-read by :class:`~e2ee.tools.bench.router_worker.sockets.SocketReader`), and never reaches
+read by a reader of :mod:`~e2ee.tools.bench.router_worker.sockets`), and never reaches
 aioice's queue, the DTLS transport, SRTP, the RTP parser, the receiver or a jitter
-buffer.  Per packet
-(:meth:`LightTrack.packet`): the clear RTP header is read with one ``struct`` call
-(RFC 3550 §5.1: the SRTP header is not encrypted, RFC 3711 §3.1), packets and bytes
-are counted, sequence gaps counted as losses, and a frame is delivered at its marker
-packet if no packet of it is missing (RTP timestamp changes mark frame starts), at the
-marker's arrival time (the kernel's, from the reader).  This relies on the router
+buffer.  Per packet (:meth:`LightTrack.packet`, or its port to Rust in
+:class:`e2ee._srtp.RtpReader` on the native path, which then calls
+:meth:`LightTrack.frame` once per frame): the clear RTP header is read (RFC 3550 §5.1:
+the SRTP header is not encrypted, RFC 3711 §3.1), packets and bytes are counted,
+sequence gaps counted as losses, and a frame is delivered at its marker packet if no
+packet of it is missing (RTP timestamp changes mark frame starts), at the marker's
+arrival time (the kernel's, from the reader).  This relies on the router
 relaying whole frames, in order (:mod:`e2ee.sfu.assembler`): a packet that arrives after
 a later one is ignored (``late``), and a frame whose packets are not all in by its marker
 is not delivered (``incomplete``).
@@ -34,7 +35,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2ee.tools.bench.router_worker.media import (
     AUDIO_FRAME_SAMPLES,
@@ -44,6 +45,9 @@ from e2ee.tools.bench.router_worker.media import (
     clear_bytes,
 )
 from e2ee.tools.bench.router_worker.window import TrackWindow
+
+if TYPE_CHECKING:
+    from e2ee.tools.bench.router_worker.sockets import NativeReader
 
 __all__ = ["LightSubscription", "LightTrack", "payload_kinds"]
 
@@ -83,10 +87,13 @@ class LightTrack(TrackWindow):
         "_depayload",
         "_ended",
         "_intact",
+        "_native",
+        "_native_id",
         "_next_probe",
         "_next_seq",
         "_parts",
         "_probe_every",
+        "_probing",
         "_srtp",
         "_ticks",
         "_ts",
@@ -103,6 +110,8 @@ class LightTrack(TrackWindow):
         srtp: Callable[[], Any],
         probe_every: int,
     ) -> None:
+        self._native: Any = None  # the RtpReader that runs packet() for this track
+        self._native_id = -1
         super().__init__(sub, stream_id, kind)
         from aiortc.codecs.vpx import vp8_depayload
 
@@ -121,11 +130,26 @@ class LightTrack(TrackWindow):
         self._base_n = 0
         self._base_ts: int | None = None
         self._next_probe = 0
+        self._probing = True
         self.late = 0
 
     def set_ticks(self, ticks: int) -> None:
         """RTP timestamp ticks per frame (the publisher's: clock / frame rate)."""
         self._ticks = ticks
+
+    def attach(self, rtp: Any, number: int) -> None:
+        """The native path: ``rtp`` (an :class:`e2ee._srtp.RtpReader`) runs
+        :meth:`packet`'s work as track ``number`` and calls :meth:`frame`; it holds the
+        packet counters, taken at :meth:`mark` and :meth:`report`."""
+        self._native = rtp
+        self._native_id = number
+        rtp.set_probe(number, self._probing)
+
+    def mark(self) -> None:
+        super().mark()
+        if self._native is not None:
+            late = self._native.take_counters(self._native_id)[4]
+            self.late += late  # like the Python path's, over the whole run
 
     # -- per packet (the hot path) ---------------------------------------------------------
 
@@ -165,6 +189,32 @@ class LightTrack(TrackWindow):
                     self.times.append(arrival)
                     return
         self._frame(ts, parts, arrival)
+
+    # -- per frame (the native path; packet() ported to Rust) -------------------------------
+
+    def frame(self, ts: int, arrival: int, parts: list[bytes] | None, uncertain: bool) -> None:
+        """A frame complete by its RTP headers, with its packets when it is to be
+        decrypted (a probe, or an uncertain video frame)."""
+        self._uncertain = uncertain
+        base_ts = self._base_ts
+        if parts is None and base_ts is not None:
+            d = (ts - base_ts) & 0xFFFFFFFF
+            frames, rest = divmod(d, self._ticks)
+            if d < _HALF32 and not rest:  # as in packet()
+                self.frames_total += 1
+                self.ns.append(self._base_n + frames)
+                self.times.append(arrival)
+            else:
+                self._frame(ts, parts, arrival)
+        else:
+            self._frame(ts, parts, arrival)
+        # What packet() decides per frame start: keep the next frame for a probe?  The
+        # reader returns one kept frame per request, so ask again after every frame while
+        # one is wanted (a probe before DTLS is up, or one that did not decrypt).
+        probing = self._base_ts is None or self.frames_total >= self._next_probe
+        if probing or self._probing:
+            self._native.set_probe(self._native_id, probing)
+        self._probing = probing
 
     def _jump(self, seq: int) -> bool:
         """A packet out of sequence: count the gap; ``False`` if it is late (its frame
@@ -256,6 +306,13 @@ class LightTrack(TrackWindow):
         return int(n), int(sent)
 
     def report(self) -> dict[str, Any]:
+        if self._native is not None:
+            packets, size, gaps, incomplete, late = self._native.take_counters(self._native_id)
+            self.packets += packets
+            self.bytes += size
+            self.seq_gaps += gaps
+            self.incomplete += incomplete
+            self.late += late
         return {**super().report(), "late": self.late}
 
 
@@ -267,13 +324,39 @@ class LightSubscription:
         self._kinds = kinds
         self._tracks = tracks
         self._by_ssrc: dict[int, LightTrack] = {}
-        self.other_packets = 0  # RTX or unknown payload types (counted, not used)
-        self.rtcp_packets = 0  # the router's RTCP (counted, dropped)
+        self._other = 0
+        self._rtcp = 0
+        self._native: tuple[Any, int] | None = None  # (RtpReader, subscription number)
+
+    @property
+    def other_packets(self) -> int:
+        """RTP packets of RTX or unknown payload types (counted, not used)."""
+        if self._native is not None:
+            return int(self._native[0].subscription_counters(self._native[1])[1])
+        return self._other
+
+    @property
+    def rtcp_packets(self) -> int:
+        """The router's RTCP packets (counted, dropped)."""
+        if self._native is not None:
+            return int(self._native[0].subscription_counters(self._native[1])[0])
+        return self._rtcp
+
+    def attach(self, reader: NativeReader, protocols: list[Any]) -> None:
+        """The native path: ``protocols``' sockets read by ``reader``, which follows each
+        track's packets to frames itself (the Python path: :meth:`wrap`)."""
+        sub = reader.subscription()
+        for kind, track in self._tracks.items():
+            types = sorted(pt for pt, k in self._kinds.items() if k == kind)
+            track.attach(reader.rtp, reader.track(sub, types, track.video, track))
+        for protocol in protocols:
+            reader.take(protocol, sub)
+        self._native = (reader.rtp, sub)
 
     def _learn(self, ssrc: int, payload_type: int) -> LightTrack | None:
         track = self._tracks.get(self._kinds.get(payload_type, ""))
         if track is None:
-            self.other_packets += 1
+            self._other += 1
             return None
         self._by_ssrc[ssrc] = track
         return track
@@ -291,7 +374,7 @@ class LightSubscription:
             # RFC 7983 §7: 128..191 is RTP or RTCP; RFC 5761 §4: RTCP types 192..223.
             if len(data) > 12 and 127 < data[0] < 192:
                 if 191 < data[1] < 224:
-                    self.rtcp_packets += 1
+                    self._rtcp += 1
                     return
                 _first, b1, seq, ts, ssrc = unpack(data)
                 track = by_ssrc.get(ssrc) or learn(ssrc, b1 & 0x7F)

@@ -3,8 +3,9 @@
 One signaling connection per subscriber and one ``RTCPeerConnection`` per subscription
 (as the router makes them).  ``kind`` (the process's configuration) picks the receive
 path: ``light`` (default; :mod:`~e2ee.tools.bench.router_worker.light`: RTP taken off the
-ICE sockets, all read by one :class:`~e2ee.tools.bench.router_worker.sockets.SocketReader`,
-a header read per packet, a decrypted probe now and then) or ``full``
+ICE sockets, all read by one reader of :mod:`~e2ee.tools.bench.router_worker.sockets`,
+``receiver`` ``native`` (default: frames found in Rust) or ``python`` (a header read in
+Python per packet), a decrypted probe now and then) or ``full``
 (:mod:`~e2ee.tools.bench.router_worker.receive`: aiortc's receive path, every frame
 decrypted).  Either way nothing is decoded and each (subscriber, track) records its
 window in a :class:`~e2ee.tools.bench.router_worker.window.TrackWindow`.
@@ -27,7 +28,12 @@ from e2ee.tools.bench.router_worker.link import (
     reply,
     rtc_configuration,
 )
-from e2ee.tools.bench.router_worker.sockets import SocketReader
+from e2ee.tools.bench.router_worker.sockets import (
+    RECEIVERS,
+    NativeReader,
+    SocketReader,
+    new_reader,
+)
 from e2ee.tools.bench.router_worker.window import TrackWindow
 
 __all__ = ["run_subscriber"]
@@ -46,13 +52,16 @@ class _SubscriberProcess:
         self.kind = cfg.get("kind", "light")
         if self.kind not in ("light", "full"):
             raise ValueError(f"unknown subscriber kind {self.kind!r}")
+        self.receiver = cfg.get("receiver", RECEIVERS[0])
+        if self.receiver not in RECEIVERS:
+            raise ValueError(f"unknown receiver {self.receiver!r}")
         self.fps = int(cfg.get("fps", 30))
         self.probe_s = float(cfg.get("probe_s", PROBE_S))
         self.ring: Any = None
         self.http: Any = None
         self.tracks: list[TrackWindow] = []
         self.lights: list[Any] = []
-        self.reader: SocketReader | None = None
+        self.reader: NativeReader | SocketReader | None = None
         self.pcs: list[Any] = []
         self.signaling: list[Signaling] = []
         self.count = 0
@@ -122,9 +131,12 @@ class _SubscriberProcess:
         if not protocols:
             raise RuntimeError("light subscriber: no ICE socket to take RTP from")
         if self.reader is None:
-            self.reader = SocketReader(asyncio.get_running_loop())
-        for protocol in protocols:
-            self.reader.take(protocol, light.wrap(protocol.datagram_received))
+            self.reader = new_reader(self.receiver, asyncio.get_running_loop())
+        if isinstance(self.reader, NativeReader):
+            light.attach(self.reader, protocols)
+        else:
+            for protocol in protocols:
+                self.reader.take(protocol, light.wrap(protocol.datagram_received))
         self.lights.append(light)
         return list(by_kind.values())
 
@@ -181,7 +193,7 @@ class _SubscriberProcess:
         for t in self.tracks:
             t.mark()
         if self.reader is not None:
-            self.reader.wakeups = self.reader.datagrams = 0
+            self.reader.wakeups = self.reader.datagrams = self.reader.gro_datagrams = 0
             self.reader.cpu_s = 0.0
         self.marked_at = time.monotonic()
         return {}
@@ -189,6 +201,7 @@ class _SubscriberProcess:
     def report(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
+            "receiver": self.receiver if self.kind == "light" else None,
             "window_s": time.monotonic() - self.marked_at,
             "receivers": [t.report() for t in self.tracks],
             "other_packets": sum(light.other_packets for light in self.lights),
@@ -199,6 +212,8 @@ class _SubscriberProcess:
                 "datagrams": self.reader.datagrams,
                 "cpu_s": self.reader.cpu_s,
                 "kernel_timestamps": self.reader.kernel_timestamps,
+                "gro": isinstance(self.reader, NativeReader) and self.reader.gro,
+                "gro_datagrams": self.reader.gro_datagrams,
             },
             "connection_states": sorted({pc.connectionState for pc in self.pcs}),
         }
