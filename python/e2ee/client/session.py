@@ -392,6 +392,7 @@ class Session:
     def _new_pc(self) -> RTCPeerConnection:
         pc = RTCPeerConnection(self._rtc)
         compat.drain_ice_reads(pc)  # whole bursts per loop turn (e2ee.rtc.compat)
+        compat.compact_estimators(pc)  # no 1,000-object counter per video receiver
         return self.peers.add(pc)
 
     # -- media -------------------------------------------------------------------------
