@@ -333,3 +333,54 @@ def test_audio_leaves_on_arrival_and_drops_duplicates_and_late_packets() -> None
         assert audio.add(Packet(seq, ts, True, b"\xfc")) == (False, None)
     assert out == [0, 960, 2880, 3840]
     assert audio.late_packets == 2
+
+
+def test_tail_wait_follows_how_long_frames_take_to_come_in() -> None:
+    # A busy router reads a frame's packets over several loop turns: 15 ms apart here.
+    rig = Rig(timers=True, tail_wait=0.01)
+    for n in range(12):
+        a, b, c = frame_packets(3 * n, 9000 * n, 3)
+        rig.clock.now = n / 10
+        rig.add(a)
+        rig.clock.now += 0.015
+        rig.add(b)
+        rig.clock.now += 0.015
+        rig.add(c)
+    assert rig.assembler.tail_wait > 0.03  # spread 30 ms, plus its deviation
+    assert rig.nacks == []
+    a, b, c = frame_packets(36, 9000 * 12, 3)
+    rig.clock.now = 1.2
+    rig.add(a, b)
+    wait = rig.assembler.tail_wait
+    rig.clock.now = 1.2 + 0.02
+    rig.assembler.poll()
+    assert rig.nacks == []  # 20 ms late is usual here: no NACK (it would be sent twice)
+    rig.clock.now = 1.2 + wait
+    rig.assembler.poll()
+    assert rig.nacks == [[38]]  # still asked for once it is later than frames ever are
+    rig.add(c)
+    assert rig.timestamps[-1] == 9000 * 12
+    assert rig.gaps == 0
+
+
+def test_tail_wait_stays_at_its_floor_when_frames_come_at_once() -> None:
+    rig = Rig(timers=True, tail_wait=0.01)
+    for n in range(10):
+        rig.clock.now = n / 30
+        rig.add(*frame_packets(3 * n, 3000 * n, 3))
+    assert rig.assembler.tail_wait == pytest.approx(0.01)
+
+
+def test_a_jittery_publishers_late_frame_is_not_asked_for_at_once() -> None:
+    # 10 frames/s whose frames come up to 25 ms early or late, one packet each.
+    rig = Rig(timers=True, tail_wait=0.01)
+    for n in range(20):
+        rig.clock.now = n / 10 + (0.025 if n % 2 else -0.025)
+        rig.add(*frame_packets(n, 9000 * n, 1))
+    last = rig.clock.now
+    rig.clock.now = last + 0.1 + 0.03  # the next frame is 30 ms late: usual here
+    rig.assembler.poll()
+    assert rig.nacks == []
+    rig.clock.now = last + 0.1 + 0.3  # far later than this publisher ever is
+    rig.assembler.poll()
+    assert rig.nacks == [[20]]
