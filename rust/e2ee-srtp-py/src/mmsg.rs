@@ -1,4 +1,6 @@
-//! One `sendmmsg(2)` of a frame's protected packets to one UDP address.  The socket is
+//! One `sendmmsg(2)` of a frame's protected packets to one UDP address, each packet a
+//! message or (for the fan-out, `fanout.rs`) runs of equal-size packets as one UDP GSO
+//! message each.  The socket is
 //! the caller's non-blocking one; with `MSG_DONTWAIT` the kernel takes what fits now and
 //! says how many: the caller sends the rest its own way (asyncio buffers them, in order).
 //!
@@ -12,6 +14,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::ptr;
 
+use e2ee_srtp::gso::Run;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -141,4 +144,122 @@ pub(crate) fn send_all(fd: RawFd, to: SocketAddr, packets: &[&[u8]]) -> io::Resu
         Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => Ok(0),
         _ => Err(err),
     }
+}
+
+// -- GSO runs (the fan-out) ---------------------------------------------------------
+
+/// Errors of a GSO send that the same packets without GSO may not meet (then nothing
+/// of the message was sent: `udp_send_skb` checks before the skb leaves).
+pub(crate) fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    )
+}
+
+/// The control message of a GSO send: `UDP_SEGMENT` with the segment size (a `u16`).
+#[repr(C)]
+struct SegmentCmsg {
+    hdr: libc::cmsghdr,
+    size: u16,
+}
+
+/// One `sendmmsg(2)` of `packets`, one message per run (a run of several packets with
+/// the `UDP_SEGMENT` option): how many messages the kernel took, from the first.  A full
+/// buffer or a signal before the first message is 0; any other error is returned.
+pub(crate) fn send_runs(
+    fd: RawFd,
+    to: &mut RawAddr,
+    packets: &[&[u8]],
+    runs: &[Run],
+) -> io::Result<usize> {
+    let (name, namelen) = to.name();
+    let mut iovs: Vec<libc::iovec> = packets
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr().cast_mut().cast(),
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut cmsgs: Vec<SegmentCmsg> = Vec::with_capacity(runs.len());
+    for run in runs.iter().filter(|r| r.segment > 0) {
+        // SAFETY: `cmsghdr` is a plain C struct (integers and, on some libcs, padding):
+        // all zero bytes are a valid value of it.
+        let mut hdr: libc::cmsghdr = unsafe { std::mem::zeroed() };
+        // CMSG_LEN(sizeof(u16)): the header is already aligned, the data follows it.
+        hdr.cmsg_len = (size_of::<libc::cmsghdr>() + size_of::<u16>()) as _;
+        hdr.cmsg_level = libc::SOL_UDP;
+        hdr.cmsg_type = libc::UDP_SEGMENT;
+        cmsgs.push(SegmentCmsg {
+            hdr,
+            size: u16::try_from(run.segment).unwrap_or(0),
+        });
+    }
+    let mut next_cmsg = cmsgs.iter_mut();
+    let iov_base = iovs.as_mut_ptr();
+    let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(runs.len());
+    for run in runs.iter().take(1024) {
+        let (control, controllen) = if run.segment > 0 {
+            match next_cmsg.next() {
+                Some(c) => (ptr::from_mut(c).cast(), size_of::<SegmentCmsg>()),
+                None => break,
+            }
+        } else {
+            (ptr::null_mut(), 0)
+        };
+        if run.end > iovs.len() || run.start >= run.end {
+            break;
+        }
+        msgs.push(libc::mmsghdr {
+            msg_hdr: libc::msghdr {
+                msg_name: name,
+                msg_namelen: namelen,
+                // SAFETY (pointer arithmetic only): `run.start < run.end <= iovs.len()`,
+                // checked above, so this points into `iovs`.
+                msg_iov: unsafe { iov_base.add(run.start) },
+                msg_iovlen: run.end - run.start,
+                msg_control: control,
+                msg_controllen: controllen,
+                msg_flags: 0,
+            },
+            msg_len: 0,
+        });
+    }
+    if msgs.is_empty() {
+        return Ok(0);
+    }
+    let vlen = libc::c_uint::try_from(msgs.len()).unwrap_or(0);
+    // SAFETY: `msgs` holds `vlen` initialised headers; each points at a range of `iovs`
+    // (live, immutable packet slices: the kernel only reads them), at `to` with its
+    // exact length, and at no control data or at one whole `SegmentCmsg` of `cmsgs`; all
+    // of them outlive the call and none is moved while it runs.  The kernel writes only
+    // each header's `msg_len`.
+    let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), vlen, libc::MSG_DONTWAIT) };
+    if rc >= 0 {
+        return Ok(usize::try_from(rc).unwrap_or(0));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => Ok(0),
+        _ => Err(err),
+    }
+}
+
+/// Whether the kernel knows `UDP_SEGMENT` on this socket (Linux 4.18 and later): an
+/// older one would ignore the option and send the run as ONE datagram, so ask first.
+pub(crate) fn gso_supported(fd: RawFd) -> bool {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live locals of the sizes given; the kernel writes at
+    // most `len` bytes into `value`.  Reading the option changes nothing.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            ptr::from_mut(&mut value).cast(),
+            &mut len,
+        )
+    };
+    rc == 0
 }

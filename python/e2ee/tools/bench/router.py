@@ -30,7 +30,7 @@ RTP followed to frames in Rust, :class:`e2ee._srtp.RtpReader`, so Python works p
 path and decrypts every frame (10 per process).  Every step prints the load generators'
 CPU beside the router's and is marked not valid when a generator process used more than
 85% of a core, their CPUs were more than 95% busy, or the router waited for its own CPU
-more than 20% of the window (:mod:`e2ee.tools.bench.router_figures`).  Latency runs from
+more than 20% of the window (:mod:`e2ee.tools.bench.router_load_figures`).  Latency runs from
 the moment a publisher sent a frame's last packet to the kernel's receive time of that
 frame's last packet at each subscriber.
 
