@@ -75,7 +75,13 @@ class FanoutGroup:
         buffered: list[int] = []
         batch: list[RelayTrack] = []
         for relay in relays:
-            path = relay.admit(frame)
+            admit = getattr(relay, "admit", None)
+            if admit is None:
+                # Not a RelayTrack: an archive recorder (e2ee.archive) or an embedder's
+                # own subscriber, which takes whole frames through its send().
+                relay.send(frame)
+                continue
+            path = admit(frame)
             if path is None:
                 continue
             leg = relay.leg
