@@ -136,6 +136,13 @@ pub(crate) fn send_all(fd: RawFd, to: SocketAddr, packets: &[&[u8]]) -> io::Resu
     // and at `addr` with its exact length, and all of them outlive the call.  No
     // control data.  The kernel writes only each header's `msg_len`.
     let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), vlen, libc::MSG_DONTWAIT) };
+    messages_taken(rc)
+}
+
+/// What a `sendmmsg(2)` with `MSG_DONTWAIT` returned, as the number of messages the kernel
+/// took: a full buffer or a signal before the first message is 0; any other error is
+/// returned.
+fn messages_taken(rc: libc::c_int) -> io::Result<usize> {
     if rc >= 0 {
         return Ok(usize::try_from(rc).unwrap_or(0));
     }
@@ -235,14 +242,7 @@ pub(crate) fn send_runs(
     // of them outlive the call and none is moved while it runs.  The kernel writes only
     // each header's `msg_len`.
     let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), vlen, libc::MSG_DONTWAIT) };
-    if rc >= 0 {
-        return Ok(usize::try_from(rc).unwrap_or(0));
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => Ok(0),
-        _ => Err(err),
-    }
+    messages_taken(rc)
 }
 
 /// Whether the kernel knows `UDP_SEGMENT` on this socket (Linux 4.18 and later): an
