@@ -32,9 +32,15 @@ Video (:class:`VideoAssembler`)
     come in here (smoothed spread from a frame's first packet to its marker, plus four
     deviations, RFC 6298 §2): a busy router reads a frame's packets over several loop
     turns, and a NACK for a packet already in its socket only makes the publisher send
-    it twice (``e2ee bench soak``: 29 % of frames before this).  Likewise the next
-    frame is asked for only when it is later than four times the publisher's smoothed
-    jitter (RFC 3550 §6.4.1), if that is longer.
+    it twice (``e2ee bench soak``: 29 % of frames before this).  Frames with a skipped
+    packet are not timed (their spread is a repair's); frames whose only NACK was this
+    rule's are, or a paced publisher whose packets come further apart than the floor
+    would be asked for every packet, for ever.  Likewise the next frame is asked for
+    only when it is later than four times the publisher's smoothed jitter (RFC 3550
+    §6.4.1), if that is longer.  A packet asked for this way that comes, by repair,
+    without the frame's marker means the packets sent after it were lost with it (a
+    publisher sends a frame back to back): the next one is asked for at once, not a
+    ``tail_wait`` later (at 5 % loss, two tail waits were most of the longest freeze).
 
 Audio (:class:`AudioAssembler`)
     One Opus frame per packet (RFC 7587 §4.2): each packet is released on arrival; a
@@ -82,14 +88,17 @@ class VideoAssembler:
     __slots__ = (
         "_buffer",
         "_capacity",
+        "_chase",
         "_clock",
         "_frame_began",
+        "_frame_skipped",
         "_hole_since",
         "_interval",
         "_jitter",
         "_last_arrival",
         "_last_ts",
         "_late_nacked",
+        "_late_seq",
         "_nack",
         "_nack_retry",
         "_nack_wait",
@@ -125,7 +134,7 @@ class VideoAssembler:
         nack: Callable[[list[int]], None] | None = None,
         schedule: Callable[[float], None] | None = None,
         nack_retry: float = 0.02,
-        tail_wait: float = 0.01,
+        tail_wait: float = 0.003,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if capacity < 2:
@@ -146,6 +155,7 @@ class VideoAssembler:
         # (RTP timestamp, arrival) of the frame start last seen, and the smoothed time
         # whole frames took from start to marker, with its mean deviation.
         self._frame_began: tuple[int, float] | None = None
+        self._frame_skipped = False  # a packet of the frame being timed was skipped
         self._spread = 0.0
         self._spread_dev = 0.0
         # When the last frame was released, and the smoothed deviation of frames' arrival
@@ -162,6 +172,8 @@ class VideoAssembler:
         self._hole_since: float | None = None
         self._last_arrival = 0.0
         self._late_nacked = False  # the packet due after the last arrival was NACKed
+        self._late_seq: int | None = None  # the packet the "late" rule asked for last
+        self._chase = False  # the last arrival was that packet, repaired, without a marker
         self._last_ts: int | None = None  # the last frame released: its RTP timestamp
         self._interval: float | None = None  # and its distance from the one before (s)
         # Missing packets asked for: seq -> (first NACK, last NACK, sampled).  "sampled":
@@ -199,10 +211,12 @@ class VideoAssembler:
         now = self._last_arrival = self._clock()
         self._late_nacked = False
         self._time_frame(packet, now)
+        late_repair = False
         if self._nacked:
             entry = self._nacked.pop(seq, None)
             if entry is not None:
                 self._repaired(entry, now)
+                late_repair = seq == self._late_seq and not packet.marker
         if self._next is None:
             if not vp8_frame_start(packet.payload):
                 return False, None  # joined mid-frame, or after giving up: wait for a start
@@ -231,6 +245,7 @@ class VideoAssembler:
                 self._holes(seq, now)
             self._top = seq
         self._buffer[seq] = packet
+        self._chase = late_repair and seq == self._top
         self._release()
         if self._next is not None and self._buffer and (self._top - self._scan) & 0xFFFF < _HALF:
             self._check_hole(now)
@@ -245,13 +260,14 @@ class VideoAssembler:
         that needed no NACK: a repair would time the round trip instead)."""
         if vp8_frame_start(packet.payload):
             self._frame_began = (packet.timestamp, now)
+            self._frame_skipped = False
         elif not packet.marker:
             return
         began = self._frame_began
         if not packet.marker or began is None or began[0] != packet.timestamp:
             return
         self._frame_began = None
-        if self._nacked:
+        if self._frame_skipped:
             return
         sample = now - began[1]
         self._spread_dev += (abs(sample - self._spread) - self._spread_dev) / 4
@@ -289,6 +305,7 @@ class VideoAssembler:
         while s != seq:
             if s not in buffer and s not in nacked:
                 nacked[s] = (now, now, True)
+                self._frame_skipped = True
             s = (s + 1) & 0xFFFF
 
     def _repaired(self, entry: tuple[float, float, bool], now: float) -> None:
@@ -315,7 +332,7 @@ class VideoAssembler:
         else:
             seq = (self._top + 1) & 0xFFFF
             if not last.marker:
-                return seq, self._last_arrival + self.tail_wait
+                return seq, self._last_arrival + (0.0 if self._chase else self.tail_wait)
         if self._interval is None:
             return None
         # A jittery publisher's next frame is often a little late: wait for that too.
@@ -337,6 +354,7 @@ class VideoAssembler:
             # than when the packet after it shows the hole, a frame interval later.  A
             # NACK for a packet not yet sent is ignored by the sender (not in its history).
             self._late_nacked = True  # once per arrival (asked already: retries go on)
+            self._late_seq = late[0]
             if late[0] not in nacked:
                 if self._buffer:
                     nacked[late[0]] = (now, now, False)  # frames wait on it: ask again too

@@ -384,3 +384,57 @@ def test_a_jittery_publishers_late_frame_is_not_asked_for_at_once() -> None:
     rig.clock.now = last + 0.1 + 0.3  # far later than this publisher ever is
     rig.assembler.poll()
     assert rig.nacks == [[20]]
+
+
+def test_a_late_packet_repaired_without_its_marker_has_the_next_asked_for_at_once() -> None:
+    # A publisher sends a frame back to back: when the packet asked for by the "late" rule
+    # comes by repair and is not the marker, the packets after it were lost with it.
+    rig = Rig(timers=True, tail_wait=0.003)
+    f1, f2 = frame_packets(0, 1, 4), frame_packets(4, 2, 2)
+    rig.add(f1[0], f1[1])  # f1[2] and f1[3] are lost
+    rig.clock.now = 0.003
+    rig.assembler.poll()
+    assert rig.nacks == [[2]]
+    rig.clock.now = 0.004
+    rig.add(f1[2])  # its repair
+    assert rig.polls[-1] <= 0.004  # due now, not a tail wait later
+    rig.assembler.poll()
+    assert rig.nacks == [[2], [3]]
+    assert rig.assembler.tail_nacks == 2
+    rig.clock.now = 0.005
+    rig.add(f1[3])  # the marker's repair: the next frame is due a frame interval on
+    rig.assembler.poll()
+    assert rig.nacks == [[2], [3]]
+    rig.clock.now = 1 / 30
+    rig.add(*f2)
+    assert rig.timestamps == [1, 2]
+    assert rig.gaps == 0
+
+
+def test_a_repair_of_a_skipped_packet_does_not_chase_the_next() -> None:
+    # aiortc found this hole (a later packet came): the packets after it are not lost.
+    rig = Rig(timers=True, tail_wait=0.003)
+    f1 = frame_packets(0, 1, 4)
+    rig.add(f1[0], f1[2])  # f1[1] skipped: aiortc NACKs it
+    rig.clock.now = 0.001
+    rig.add(f1[1])  # its repair; f1[3] is only 1 ms later than f1[2]
+    rig.assembler.poll()
+    assert rig.nacks == []
+    assert rig.polls[-1] == pytest.approx(0.004)  # a tail wait on, as after any packet
+
+
+def test_a_paced_publisher_is_asked_for_packets_only_until_its_spread_is_timed() -> None:
+    # Packets 6 ms apart (a pacer), twice the default floor: the first frame's are asked
+    # for (the sender answers with copies), then its spread sets the wait above 6 ms.
+    rig = Rig(timers=True)
+    assert rig.assembler.tail_wait == pytest.approx(0.003)
+    for n in range(6):
+        for i, packet in enumerate(frame_packets(3 * n, 3000 * n, 3)):
+            rig.clock.now = n / 30 + 0.006 * i
+            rig.add(packet)
+            if i < 2:
+                rig.clock.now += 0.0045  # the loop runs the timer before the next packet
+                rig.assembler.poll()
+    assert rig.nacks == [[1], [2]]  # the first frame only
+    assert rig.assembler.tail_wait > 0.006
+    assert rig.timestamps == [3000 * n for n in range(6)]
