@@ -16,11 +16,18 @@ class LoopLagProbe:
     other callback (media forwarding included) had at that moment.  One ``call_at`` per
     interval; the last ``keep`` lags are kept (ms) with the process's CPU share since the
     previous tick (near 1: the server itself was busy; near 0 with a long lag: it was
-    waiting for a CPU that other processes held), their running count and the max."""
+    waiting for a CPU that other processes held), their running count and the max.
+    With ``stall_ms``, lags of at least that long are also kept in ``stalls`` with when
+    they ended (``time.monotonic()``, one clock for every process of the machine), the
+    last ``keep`` of them."""
 
-    def __init__(self, interval: float = 0.05, keep: int = 4096) -> None:
+    def __init__(
+        self, interval: float = 0.05, keep: int = 4096, *, stall_ms: float | None = None
+    ) -> None:
         self.interval = interval
         self.recent: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
+        self.stall_ms = stall_ms
+        self.stalls: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
         self.count = 0
         self.max_ms = 0.0
         self._due = self._at = self._cpu = 0.0
@@ -39,6 +46,8 @@ class LoopLagProbe:
         self.recent.append((round(lag, 2), round(share, 2)))
         self.count += 1
         self.max_ms = max(self.max_ms, lag)
+        if self.stall_ms is not None and lag >= self.stall_ms:
+            self.stalls.append((now, round(lag, 1)))
         self._at, self._cpu = now, cpu
         self._due = now + self.interval
         self._handle = loop.call_at(self._due, self._tick, loop)

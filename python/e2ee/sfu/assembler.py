@@ -33,9 +33,12 @@ Video (:class:`VideoAssembler`)
     deviations, RFC 6298 §2): a busy router reads a frame's packets over several loop
     turns, and a NACK for a packet already in its socket only makes the publisher send
     it twice (``e2ee bench soak``: 29 % of frames before this).  Frames with a skipped
-    packet are not timed (their spread is a repair's); frames whose only NACK was this
-    rule's are, or a paced publisher whose packets come further apart than the floor
-    would be asked for every packet, for ever.  Likewise the next frame is asked for
+    packet are not timed (their spread is a repair's).  A frame whose marker was asked
+    for by this rule is timed only if a copy of the marker comes too: then the NACK was
+    needless (a paced publisher whose packets come further apart than the wait), and
+    without the sample it would be asked for every packet, for ever; with no copy the
+    marker was lost, and its repair's time would only make the next wait longer.
+    Likewise the next frame is asked for
     only when it is later than four times the publisher's smoothed jitter (RFC 3550
     §6.4.1), if that is longer.  A packet asked for this way that comes, by repair,
     without the frame's marker means the packets sent after it were lost with it (a
@@ -113,6 +116,7 @@ class VideoAssembler:
         "_srtt",
         "_tail_wait",
         "_top",
+        "_withheld",
         "frames",
         "gaps",
         "late_packets",
@@ -158,6 +162,9 @@ class VideoAssembler:
         self._frame_skipped = False  # a packet of the frame being timed was skipped
         self._spread = 0.0
         self._spread_dev = 0.0
+        # A frame's spread kept back, with its marker's sequence number: the marker came
+        # after a NACK for it; a copy coming later means the NACK was needless.
+        self._withheld: tuple[int, float] | None = None
         # When the last frame was released, and the smoothed deviation of frames' arrival
         # from their RTP spacing (RFC 3550 §6.4.1's interarrival jitter, in seconds).
         self._released_at: float | None = None
@@ -225,6 +232,10 @@ class VideoAssembler:
         ahead = (seq - self._next) & 0xFFFF
         if ahead >= _HALF:
             self.late_packets += 1  # a retransmission that came too late, or a duplicate
+            withheld = self._withheld
+            if withheld is not None and withheld[0] == seq:
+                self._withheld = None
+                self._sample_spread(withheld[1])  # its NACK was needless: the frame's time
             return False, None
         while ahead >= self._capacity:
             # No room up to this packet: give up the frames held behind the hole, or,
@@ -270,6 +281,12 @@ class VideoAssembler:
         if self._frame_skipped:
             return
         sample = now - began[1]
+        if packet.sequence_number in self._nacked:
+            self._withheld = (packet.sequence_number, sample)  # a repair, or a copy next?
+            return
+        self._sample_spread(sample)
+
+    def _sample_spread(self, sample: float) -> None:
         self._spread_dev += (abs(sample - self._spread) - self._spread_dev) / 4
         self._spread += (sample - self._spread) / 8
 

@@ -389,6 +389,7 @@ class Forwarder:
                 nack_repairs=self.assembler.nack_repairs,
                 tail_nacks=self.assembler.tail_nacks,
                 nack_rtt_ms=None if rtt is None else round(rtt * 1000, 2),
+                tail_wait_ms=round(self.assembler.tail_wait * 1000, 2),
             )
         if self.video:
             stats.update(

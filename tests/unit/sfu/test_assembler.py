@@ -425,16 +425,36 @@ def test_a_repair_of_a_skipped_packet_does_not_chase_the_next() -> None:
 
 def test_a_paced_publisher_is_asked_for_packets_only_until_its_spread_is_timed() -> None:
     # Packets 6 ms apart (a pacer), twice the default floor: the first frame's are asked
-    # for (the sender answers with copies), then its spread sets the wait above 6 ms.
+    # for, and the sender answers with copies of packets that were not lost; a copy of
+    # the marker shows the NACK was needless, so that frame's spread (12 ms) is timed.
     rig = Rig(timers=True)
     assert rig.assembler.tail_wait == pytest.approx(0.003)
     for n in range(6):
-        for i, packet in enumerate(frame_packets(3 * n, 3000 * n, 3)):
+        frame = frame_packets(3 * n, 3000 * n, 3)
+        for i, packet in enumerate(frame):
             rig.clock.now = n / 30 + 0.006 * i
             rig.add(packet)
             if i < 2:
                 rig.clock.now += 0.0045  # the loop runs the timer before the next packet
                 rig.assembler.poll()
+        rig.clock.now += 0.001
+        rig.add(*(p for p in frame if [p.sequence_number] in rig.nacks))  # the copies
     assert rig.nacks == [[1], [2]]  # the first frame only
     assert rig.assembler.tail_wait > 0.006
     assert rig.timestamps == [3000 * n for n in range(6)]
+
+
+def test_a_repaired_marker_does_not_lengthen_the_tail_wait() -> None:
+    # A lost marker comes by repair, late: that is no frame's spread (no copy follows).
+    rig = Rig(timers=True)
+    rig.add(*frame_packets(0, 0, 3))
+    rig.clock.now = 1 / 30
+    frame = frame_packets(3, 3000, 3)
+    rig.add(*frame[:2])  # its marker is lost: asked for after the tail wait
+    rig.clock.now += 0.003
+    rig.assembler.poll()
+    assert rig.nacks == [[5]]
+    rig.clock.now += 0.001
+    rig.add(frame[2])  # the repair
+    assert rig.timestamps == [0, 3000]
+    assert rig.assembler.tail_wait == pytest.approx(0.003)  # not 4 ms and its deviation

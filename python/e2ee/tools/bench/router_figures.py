@@ -91,6 +91,17 @@ def _track_sum(stats: dict[str, Any], key: str) -> int:
     )
 
 
+def _track_max(stats: dict[str, Any], key: str) -> float | None:
+    """A per-track figure of the router, the largest over its tracks (None: no track)."""
+    values = [
+        float(track[key])
+        for stream in (stats.get("streams") or {}).values()
+        for track in (stream.get("tracks") or {}).values()
+        if track.get(key) is not None
+    ]
+    return max(values) if values else None
+
+
 #: The ingress's loss counters (:meth:`e2ee.sfu.ingress.Forwarder.stats`): frames given
 #: up, NACK packets the router sent itself, NACKed packets that came, late last packets.
 _INGRESS_COUNTERS = ("gaps", "nacks_sent", "nack_repairs", "tail_nacks")
@@ -115,7 +126,12 @@ def _router(
         "frames_dropped": delta("frames_dropped"),
         "keyframe_requests": delta("keyframe_requests"),
         "plis_sent": _track_sum(stats1, "plis_sent") - _track_sum(stats0, "plis_sent"),
-        "ingress": {k: _track_sum(stats1, k) - _track_sum(stats0, k) for k in _INGRESS_COUNTERS},
+        "ingress": {
+            **{k: _track_sum(stats1, k) - _track_sum(stats0, k) for k in _INGRESS_COUNTERS},
+            # The NACK timers' state at the window's end (the assembler's own estimates).
+            "tail_wait_ms": _track_max(stats1, "tail_wait_ms"),
+            "nack_rtt_ms": _track_max(stats1, "nack_rtt_ms"),
+        },
         "frames_decoded": int(stats1.get("frames_decoded", 0) or 0),
     }
 

@@ -373,6 +373,7 @@ async def run(cfg: Config, progress: Any = None) -> dict[str, Any]:
         honest=honest,
         abuse=abuse,
         after_leave=extra["after_leave"],
+        t0=r.t0,
     )
     report["server"]["before_join"] = {"rss_mb": before["rss_mb"], "fds": before["fds"]}
     report["load_generators_cpu_s"] = extra["load_cpu_s"]

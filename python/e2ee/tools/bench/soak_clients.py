@@ -44,6 +44,9 @@ log = logging.getLogger("e2ee.tools.bench.soak")
 
 #: A subscription with no frame this long after ``subscribe`` counts as never received.
 FIRST_FRAME_TIMEOUT = 10.0
+#: Gaps at least this long are kept with when they ended, to line them up with the
+#: server's and the clients' own stalls.
+NOTED_GAP = 0.5
 
 
 class ConsentExpiries(logging.Handler):
@@ -125,6 +128,9 @@ class Flow:
     max_gap: float = 0.0
     ended: float | None = None
     end_reason: str = ""
+    #: (time.monotonic() the gap ended, its length in s) for gaps of NOTED_GAP or more
+    #: (CLOCK_MONOTONIC is one clock for every process of the machine).
+    long_gaps: list[tuple[float, float]] = field(default_factory=list)
 
     def tick(self, now: float) -> None:
         if self.ended is not None:
@@ -132,9 +138,14 @@ class Flow:
         if self.first is None:
             self.first = now
         elif self.last is not None:
-            self.max_gap = max(self.max_gap, now - self.last)
+            self._gap(now, now - self.last)
         self.last = now
         self.frames += 1
+
+    def _gap(self, now: float, gap: float) -> None:
+        self.max_gap = max(self.max_gap, gap)
+        if gap >= NOTED_GAP:
+            self.long_gaps.append((now, gap))
 
     def end(self, now: float, reason: str, *, trailing: bool) -> None:
         """Ends the flow; ``trailing``: the time since the last frame counts as a gap
@@ -142,7 +153,7 @@ class Flow:
         if self.ended is not None:
             return
         if trailing and self.last is not None:
-            self.max_gap = max(self.max_gap, now - self.last)
+            self._gap(now, now - self.last)
         self.ended, self.end_reason = now, reason
 
     def gap_now(self, now: float) -> float:
@@ -166,6 +177,7 @@ class Flow:
             "end": self.end_reason,
             "last_frame_s": None if self.last is None else round(self.last - self.started, 1),
             "never_received": self.never_received(time.monotonic()),
+            "long_gaps": self.long_gaps,
         }
 
 
@@ -203,7 +215,7 @@ class HonestWorker:
         self._rng = random.Random(cfg.get("seed", 0))
         self._tasks: set[asyncio.Task[Any]] = set()
         # This process's own loop lag: a gap may come from a starved client, not the server.
-        self.lag = LoopLagProbe(interval=0.1, keep=16384)
+        self.lag = LoopLagProbe(interval=0.1, keep=16384, stall_ms=200)
         self._lag_seen = 0
         self.consent = ConsentExpiries()
         ice_log = logging.getLogger("aioice.ice")
@@ -472,6 +484,7 @@ class HonestWorker:
             "rejoins": self.rejoins,
             "errors": self.errors,
             "loop_lag_ms": self.lag.snapshot()["recent_ms"],
+            "loop_stalls": list(self.lag.stalls),
             "ice_consent_expired": self.consent.count,
         }
 

@@ -64,8 +64,10 @@ def _flat(samples: list[dict[str, Any]], key: str, warmup: float) -> dict[str, A
     }
 
 
-def _continuity(flows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per honest pair (publisher -> subscriber, over all its subscriptions)."""
+def _continuity(flows: list[dict[str, Any]], t0: float) -> dict[str, Any]:
+    """Per honest pair (publisher -> subscriber, over all its subscriptions); and the
+    long gaps with when they ended, in s since the run's start (``t0``, monotonic): gaps
+    many pairs share at one time point at the server, scattered ones at the clients."""
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
     for f in flows:
         p = pairs.setdefault(
@@ -84,8 +86,20 @@ def _continuity(flows: list[dict[str, Any]]) -> dict[str, Any]:
         "gap_s": distribution([p["max_gap_s"] for p in pairs.values()]),
         "never_received": sum(1 for f in flows if f["never_received"]),
         "worst": worst[:5],
+        "long_gaps": sorted(
+            (
+                {
+                    "t": round(end - t0, 2),
+                    "gap_s": round(gap, 3),
+                    "pair": f"{f['publisher']}->{f['subscriber']}",
+                }
+                for f in flows
+                for end, gap in f.get("long_gaps", ())
+            ),
+            key=lambda g: g["t"],
+        ),
         "ends": dict(Counter(f["end"] for f in flows)),
-        "flows": flows,
+        "flows": [{k: v for k, v in f.items() if k != "long_gaps"} for f in flows],
     }
 
 
@@ -113,6 +127,7 @@ def summarize(
     gc_pauses: list[tuple[float, int, float, float]] | None = None,
     abuse: list[dict[str, dict[str, int]]],
     after_leave: dict[str, Any] | None,
+    t0: float = 0.0,
 ) -> dict[str, Any]:
     warmup = config["warmup_s"]
     flows = [f for h in honest for f in h["flows"]]
@@ -134,7 +149,7 @@ def summarize(
                 [f["first_frame_ms"] for f in flows if f["first_frame_ms"] is not None]
             ),
         },
-        "continuity": _continuity(flows),
+        "continuity": _continuity(flows, t0),
         "honest_dropped": dict(drops),
         "honest_errors": dict(errors.most_common(10)),
         "honest_ice_consent_expired": sum(h.get("ice_consent_expired", 0) for h in honest),
@@ -156,6 +171,13 @@ def summarize(
         },
         "gc_pauses_after_warmup": _gc(gc_pauses or [], warmup),
         "client_loop_lag_ms": distribution([ms for h in honest for ms in h.get("loop_lag_ms", [])]),
+        # When a client process's own loop stood still 200 ms or more (s since the start):
+        # a pair's gap that lines up with one is that client's, not the server's.
+        "client_loop_stalls": sorted(
+            (round(t - t0, 2), ms, i)
+            for i, h in enumerate(honest)
+            for t, ms in h.get("loop_stalls", ())
+        ),
         "abuse": _abuse(abuse),
         "samples": samples,
     }
