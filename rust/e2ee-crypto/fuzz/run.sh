@@ -2,6 +2,7 @@
 # Builds and runs every cargo-fuzz target of e2ee-crypto on STABLE Rust.
 #
 #   run.sh [SECONDS_PER_TARGET]        (default 10)
+#   run.sh --build-only                build the targets, run none
 #
 # Environment:
 #   FUZZ_SANITIZER  address | none     (default: address when the toolchain ships the
@@ -12,6 +13,11 @@
 # Crash inputs land in artifacts/<target>/; the growing corpus in corpus/<target>/.
 set -euo pipefail
 
+BUILD_ONLY=0
+if [ "${1:-}" = --build-only ]; then
+    BUILD_ONLY=1
+    shift
+fi
 SECS="${1:-10}"
 case "$SECS" in '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")"
@@ -37,6 +43,7 @@ JOBS="${FUZZ_JOBS:-1}"
 
 echo "building fuzz targets (sanitizer: $FUZZ_SANITIZER)" >&2
 cargo fuzz build --sanitizer "$FUZZ_SANITIZER" >&2
+[ "$BUILD_ONLY" = 0 ] || exit 0
 
 logs="$(mktemp -d "${TMPDIR:-/tmp}/e2ee-fuzz.XXXXXX")"
 status=0

@@ -189,6 +189,35 @@ def test_loss_figures_hold_the_freeze_beyond_a_burst_to_the_bound() -> None:
     assert loss["within_bound"] is True
 
 
+def test_random_loss_is_held_to_the_bound_by_what_it_added_not_by_publisher_jitter() -> None:
+    readings = _readings()
+    publisher = readings["publishers"]["s1"]
+    publisher["plis"] = [[_sent(0) - MS, 0, _sent(0)]]  # round trips 6 and 3 ms
+    publisher["uplink"]["frames_affected"] = {"video": [7], "audio": []}
+    publisher["sent"]["video"]["sent_ns"][20] += 6 * MS  # the publisher's timer, late
+    receivers = [_receiver(0, 5.0), _receiver(1, 2.0)]
+    for rx in receivers:
+        rx["dt_us"][20] += 6000  # frame 20 arrives as late as it was sent
+    receivers[1]["dt_us"][7] += 4000  # frame 7's repair: 4 ms more for receiver 1
+    readings["reports"] = [{"receivers": receivers, "other_packets": 0}]
+    step = step_figures(**readings, loss=True)
+    loss = step["loss"]
+    bound = 4.5 + 1000 / 30
+    assert loss["freeze_bound_ms"] == pytest.approx(bound, abs=0.01)
+    assert loss["freeze_added_by_loss_ms"]["max"] == pytest.approx(4.0, abs=0.01)
+    assert loss["freeze_from_loss_ms"] == pytest.approx(1000 / 30 + 4.0, abs=0.01)
+    assert loss["within_bound_from_loss"] is True
+    # As seen, the late-sent frame 20 is the longest freeze (39 ms), over the bound.
+    assert loss["longest_freeze_beyond_outage_ms"] == pytest.approx(39.0, abs=0.01)
+    assert loss["within_bound"] is False
+    step.update(mode="1%", validity={"valid": True, "reasons": [], "warnings": []})
+    report = _report([])
+    report["scenarios"]["loss"] = {"steps": [step]}
+    (target,) = [t for t in targets(report) if t["name"].startswith("loss 1%")]
+    assert target["met"] is True
+    assert "4.0 ms the loss added" in target["detail"]
+
+
 def _step(
     s: int, valid: bool = True, fps: float = 30.0, lost: int = 0, **lat: float
 ) -> dict[str, Any]:

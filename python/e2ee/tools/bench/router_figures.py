@@ -252,6 +252,9 @@ def _loss(
     dropped = {"video": 0, "rtx": 0, "audio": 0}
     hit = recovered = hit_total = 0
     hit_latency: list[float] = []  # publisher to subscriber, of the frames repaired
+    # At each repaired frame: the subscriber's gap since the frame before it, less the
+    # publisher's own gap between sending the two (its timer's jitter is no router's).
+    added: list[float] = []
     outages = [
         (int(a), int(b))
         for pub in publishers.values()
@@ -283,13 +286,21 @@ def _loss(
             if t.stream == stream and t.kind == "video":
                 hit_total += len(affected)
                 recovered += len(affected & set(t.ns))
+                order = sorted(t.ns)
                 for n in affected & set(t.ns):
                     at = s.get(n) if s is not None else None
-                    if at is not None:
-                        hit_latency.append((t.arrival[n] - at) / 1e6)
+                    if at is None or s is None:
+                        continue
+                    hit_latency.append((t.arrival[n] - at) / 1e6)
+                    i = bisect.bisect_left(order, n)
+                    before = s.get(order[i - 1]) if i > 0 else None
+                    if before is not None:
+                        gap = t.arrival[n] - t.arrival[order[i - 1]]
+                        added.append((gap - (at - before)) / 1e6)
     rtt = rtts["window"] or rtts["join"]
     rtt_p50 = statistics.median(rtt) if rtt else math.nan
     bound = rtt_p50 + 1000 / fps
+    added_max = max(added, default=math.nan)
     return {
         "packets_dropped": dropped,
         "frames_hit": hit,
@@ -315,6 +326,17 @@ def _loss(
         # longest with no loss involved (a busy machine delivering late).
         "longest_freeze_at_loss_ms": round(max((a for a, _ in by_cause), default=0) / 1e6, 2),
         "longest_freeze_without_loss_ms": round(max((b for _, b in by_cause), default=0) / 1e6, 2),
+        # What the loss added to a freeze, the publisher's own frame spacing taken out;
+        # held against the bound as one frame interval plus it.
+        "freeze_added_by_loss_ms": {
+            "n": len(added),
+            "p50": round(statistics.median(added), 2) if added else math.nan,
+            "max": round(added_max, 2),
+        },
+        "freeze_from_loss_ms": round(1000 / fps + added_max, 2),
+        "within_bound_from_loss": None
+        if math.isnan(bound) or math.isnan(added_max)
+        else bool(1000 / fps + added_max <= bound),
         "subscribers_over_bound": sum(1 for g in beyond if g > bound),
         "within_bound": None
         if math.isnan(bound) or math.isnan(longest_beyond)
