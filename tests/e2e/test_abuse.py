@@ -338,3 +338,53 @@ async def test_3_oversized_sdp_is_refused_before_parsing(fake_api: Api) -> None:
     assert (reply["type"], reply["code"]) == ("error", "bad_request")
     # A normal offer still works.
     assert (await pub.request({"type": "publish", "sdp": fake_offer()}))["type"] == "answer"
+
+
+@pytest.mark.asyncio
+async def test_1_a_flooder_gets_no_fresh_budget_by_reconnecting(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # 20 deliveries a second: with 5 others, a broadcast costs 5, so 4 fit in the burst.
+    limits = ServerLimits(signal_delivery_rate=2.0, signal_delivery_burst=20.0)
+    async with app_api(tmp_path, http, limits=limits) as api:
+        sid = (await api.create_session())["id"]
+        honest = [await api.join(sid, "subscriber") for _ in range(5)]
+        token = api.mint(sid, "subscriber")
+        flood = [json.dumps({"type": "signal", "kind": "x", "data": str(i)}) for i in range(300)]
+        began = time.monotonic()
+        for _ in range(3):  # flood, get closed, come back with the same token, again
+            attacker = await Peer.connect(api, sid, token)
+            attacker.ws._writer.transport.write(_frames(flood))
+            assert await attacker.wait_closed(10) == 4029
+        await asyncio.sleep(0.3)
+        elapsed = time.monotonic() - began
+        # What reached an honest participant: the burst once, plus the refill meanwhile
+        # (each reconnection used to bring a full bucket of 40 signals).
+        got = [e for e in _drain(honest[0]) if e.get("type") == "signal"]
+        assert 4 <= len(got) <= 4 + int(elapsed * 2 / 5) + 1, (len(got), elapsed)
+        # A signal to one connection costs one delivery: still room for it later.
+        await asyncio.sleep(0.6)
+        await honest[1].request({"type": "signal", "kind": "k", "data": "hi", "to": honest[0].id})
+        assert (await honest[0].event("signal"))["data"] == "hi"
+
+
+@pytest.mark.asyncio
+async def test_4_one_token_cannot_reconnect_in_a_loop(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    limits = ServerLimits(token_connect_rate=0.5, token_connect_burst=3.0)
+    async with app_api(tmp_path, http, limits=limits) as api:
+        sid = (await api.create_session())["id"]
+        watcher = await api.join(sid, "subscriber")
+        token = api.mint(sid, "subscriber")
+        for _ in range(3):
+            peer = await Peer.connect(api, sid, token)
+            await peer.close()
+        err, code = await refused(api, sid, token)
+        assert (err["code"], code) == ("rate_limited", 4429)
+        # Another participant is not held back; the token may come back after a while.
+        assert (await api.join(sid, "subscriber")).hello["connection"]["role"] == "subscriber"
+        await asyncio.sleep(2.1)
+        await (await Peer.connect(api, sid, token)).close()
+        created = [e for e in _drain(watcher) if e.get("type") == "connection_created"]
+        assert len(created) == 5  # 3 + the other participant + the one after the wait

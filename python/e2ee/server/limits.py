@@ -1,6 +1,8 @@
 """Budgets of the session server: the tunable ones (:class:`ServerLimits`), the
-per-connection rate limits of the signaling WebSocket (token buckets by message type) and
-the per-address limits of new WebSocket connections (:class:`AddressLimiter`).
+per-participant rate limits of the signaling WebSocket (:class:`RateLimiter`: token
+buckets by message type, signal deliveries and connections, shared by every connection
+of one session token, so reconnecting refills nothing) and the per-address limits of
+new WebSocket connections (:class:`AddressLimiter`).
 
 A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens a second; a message
 takes one token, and a message that finds its bucket empty is refused (``rate_limited``)
@@ -41,6 +43,12 @@ class ServerLimits:
     limit; ``connect_rate``/``connect_burst``: the token bucket of new WebSocket
     connections per address.  Both are refused with HTTP 429 before the upgrade.  Behind
     a reverse proxy every client has the proxy's address: raise them (or 0) there.
+    ``token_connect_rate``/``token_connect_burst``: connections one session token may
+    open (each is announced to everyone: ``connection_created``/``_destroyed``);
+    ``signal_delivery_rate``/``signal_delivery_burst``: ``signal`` messages one token's
+    connections may have delivered, a broadcast counting once per recipient (a
+    broadcast in a 60-participant session costs 59).  Both refused with
+    ``rate_limited``.
     """
 
     pending_subscription_seconds: float = 15.0
@@ -48,6 +56,10 @@ class ServerLimits:
     max_connections_per_address: int = 64
     connect_rate: float = 20.0
     connect_burst: float = 120.0
+    token_connect_rate: float = 1.0
+    token_connect_burst: float = 10.0
+    signal_delivery_rate: float = 200.0
+    signal_delivery_burst: float = 400.0
 
     def __post_init__(self) -> None:
         if not self.pending_subscription_seconds > 0:
@@ -56,8 +68,10 @@ class ServerLimits:
             raise ValueError("max_pending_subscriptions_per_token must be at least 1")
         if self.max_connections_per_address < 0:
             raise ValueError("max_connections_per_address must be 0 (no limit) or more")
-        if not (self.connect_rate > 0 and self.connect_burst >= 1):
-            raise ValueError("connect_rate must be positive and connect_burst at least 1")
+        for name in ("connect", "token_connect", "signal_delivery"):
+            rate, burst = getattr(self, f"{name}_rate"), getattr(self, f"{name}_burst")
+            if not (rate > 0 and burst >= 1):
+                raise ValueError(f"{name}_rate must be positive and {name}_burst at least 1")
 
 
 @dataclass(frozen=True)
@@ -89,13 +103,14 @@ class Bucket:
         self._tokens = limit.burst
         self._at = now
 
-    def take(self, now: float) -> bool:
-        """Takes one token; ``False`` (and takes nothing) if the bucket is empty."""
+    def take(self, now: float, n: float = 1.0) -> bool:
+        """Takes ``n`` tokens; ``False`` (and takes nothing) if the bucket has fewer (a
+        cost above ``burst`` is refused always)."""
         self._tokens = min(self.limit.burst, self._tokens + (now - self._at) * self.limit.rate)
         self._at = now
-        if self._tokens < 1.0:
+        if self._tokens < n:
             return False
-        self._tokens -= 1.0
+        self._tokens -= n
         return True
 
     def full(self, now: float) -> bool:
@@ -104,12 +119,34 @@ class Bucket:
 
 
 class RateLimiter:
-    """The buckets of one connection."""
+    """The buckets of one participant (session token): shared by its connections, and
+    kept while it reconnects (:meth:`rested` says when forgetting it changes nothing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ServerLimits | None = None) -> None:
+        limits = limits or ServerLimits()
         now = time.monotonic()
         self._buckets: dict[str, Bucket] = {}
         self._strikes = Bucket(STRIKES, now)
+        self._connects = Bucket(Limit(limits.token_connect_rate, limits.token_connect_burst), now)
+        self._deliveries = Bucket(
+            Limit(limits.signal_delivery_rate, limits.signal_delivery_burst), now
+        )
+
+    def connect(self) -> bool:
+        """Whether the token may open one more connection now."""
+        return self._connects.take(time.monotonic())
+
+    def deliver(self, recipients: int) -> bool:
+        """Whether a ``signal`` to ``recipients`` connections may go out now (one to
+        more connections than the burst costs the whole bucket)."""
+        bucket = self._deliveries
+        return bucket.take(time.monotonic(), float(min(max(1, recipients), bucket.limit.burst)))
+
+    def rested(self) -> bool:
+        """Whether every bucket has refilled (a new limiter would be the same)."""
+        now = time.monotonic()
+        buckets = [self._strikes, self._connects, self._deliveries, *self._buckets.values()]
+        return all(b.full(now) for b in buckets)
 
     def allow(self, kind: str) -> bool:
         """Whether a message of type ``kind`` may be handled now."""

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from e2ee.server.connection import Connection
 from e2ee.server.errors import CLOSE_FORCE_DISCONNECTED, CLOSE_NOT_FOUND, ApiError
-from e2ee.server.limits import ServerLimits
+from e2ee.server.limits import RateLimiter, ServerLimits
 from e2ee.server.media import MediaRouter, RouterFactory
 from e2ee.server.memory import MemoryTrimmer
 from e2ee.server.store import SessionRecord
@@ -137,6 +137,7 @@ class Room:
         self.subscriptions: dict[str, Subscription] = {}
         self._router: MediaRouter | None = None
         self._token_connections: dict[str, int] = {}  # jti -> open connections
+        self._budgets: dict[str, RateLimiter] = {}  # jti -> its rate limits (all connections)
         self.subscribing: dict[str, int] = {}  # jti -> subscriptions being set up
         self._count_timers: dict[str, asyncio.TimerHandle] = {}  # stream -> pending count
         self._cleanups: set[asyncio.Task[None]] = set()  # router clean-ups in flight
@@ -227,6 +228,22 @@ class Room:
 
     # -- connections ----------------------------------------------------------------------
 
+    def budget(self, jti: str) -> RateLimiter:
+        """The rate limits of the participant with token ``jti``: one for all its
+        connections, kept after it leaves until it has rested, so a reconnection does
+        not start with full buckets."""
+        budget = self._budgets.get(jti)
+        if budget is None:
+            if len(self._budgets) > 2 * len(self._token_connections) + 64:
+                for gone in [
+                    j
+                    for j, b in self._budgets.items()
+                    if j not in self._token_connections and b.rested()
+                ]:
+                    del self._budgets[gone]
+            budget = self._budgets[jti] = RateLimiter(self.hub.limits)
+        return budget
+
     @property
     def participant_count(self) -> int:
         """Participants: distinct tokens (``jti``) among the connections."""
@@ -239,6 +256,8 @@ class Room:
         :data:`MAX_CONNECTIONS_PER_TOKEN` connections."""
         if self.hub.revoked_here(conn.jti):  # revoked while this connection was checked
             raise ApiError("token_revoked", "this token was revoked: ask for a new one", 401)
+        if not self.budget(conn.jti).connect():
+            raise ApiError("rate_limited", "this token connects too often: retry later", 429)
         same_token = self._token_connections.get(conn.jti, 0)
         if same_token >= MAX_CONNECTIONS_PER_TOKEN:
             raise ApiError(

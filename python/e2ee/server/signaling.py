@@ -46,7 +46,6 @@ from e2ee.server.errors import (
     ApiError,
 )
 from e2ee.server.hub import Hub
-from e2ee.server.limits import RateLimiter
 from e2ee.server.media import media_error
 from e2ee.server.rooms import (
     MAX_PENDING_SUBSCRIPTIONS,
@@ -94,7 +93,7 @@ class Session:
         self.hub = hub
         self.room = room
         self.conn = conn
-        self.limiter = RateLimiter()
+        self.limiter = room.budget(conn.jti)
 
     @property
     def e2ee(self) -> bool:
@@ -255,6 +254,8 @@ class Session:
         if len(data.encode("utf-8", "surrogatepass")) > MAX_SIGNAL_DATA_BYTES:
             raise ApiError("bad_request", f"'data' is over {MAX_SIGNAL_DATA_BYTES} bytes")
         event = {"type": "signal", "from": self.conn.id, "kind": kind, "data": data}
+        if not self.limiter.deliver(1 if to is not None else len(self.room.connections) - 1):
+            raise ApiError("rate_limited", "too many signal deliveries: slow down", 429)
         if to is not None:
             target = self.room.connections.get(to)
             if target is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2ee.server.limits import AddressLimiter, ServerLimits, address_key
+from e2ee.server.limits import AddressLimiter, Bucket, Limit, RateLimiter, ServerLimits, address_key
 
 
 class Clock:
@@ -80,6 +80,38 @@ def test_server_limits_are_checked() -> None:
         {"max_connections_per_address": -1},
         {"connect_rate": 0},
         {"connect_burst": 0.5},
+        {"token_connect_rate": -1},
+        {"signal_delivery_burst": 0},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ServerLimits(**bad)  # type: ignore[arg-type]
+
+
+def test_a_bucket_takes_a_cost_of_several_tokens_or_none() -> None:
+    bucket = Bucket(Limit(10.0, 20.0), 0.0)
+    assert bucket.take(0.0, 15.0)
+    assert not bucket.take(0.0, 6.0)  # 5 left: nothing taken
+    assert bucket.take(0.0, 5.0)
+    assert bucket.take(1.0, 10.0)  # refilled 10 in 1 s
+    assert not bucket.take(1.0, 21.0)  # over the burst: never
+
+
+def test_a_participants_deliveries_cost_one_per_recipient() -> None:
+    limiter = RateLimiter(ServerLimits(signal_delivery_rate=1e-9, signal_delivery_burst=100.0))
+    assert limiter.deliver(59)  # one broadcast in a session of 60
+    assert not limiter.deliver(59)  # 41 left
+    assert limiter.deliver(1)  # a signal to one connection still fits
+    assert limiter.deliver(0)  # a broadcast to nobody costs one
+    assert not limiter.rested()
+
+
+def test_a_broadcast_to_more_than_the_burst_takes_the_whole_bucket() -> None:
+    limiter = RateLimiter(ServerLimits(signal_delivery_rate=1e-9, signal_delivery_burst=100.0))
+    assert limiter.deliver(500)
+    assert not limiter.deliver(1)
+
+
+def test_a_participants_connections_are_rate_limited() -> None:
+    limiter = RateLimiter(ServerLimits(token_connect_rate=1e-9, token_connect_burst=3.0))
+    assert [limiter.connect() for _ in range(4)] == [True, True, True, False]
+    assert RateLimiter().rested()
