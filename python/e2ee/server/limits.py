@@ -117,10 +117,15 @@ class Bucket:
         """Whether the bucket has refilled (forgetting it would change nothing)."""
         return self._tokens + (now - self._at) * self.limit.rate >= self.limit.burst
 
+    def until_full(self, now: float) -> float:
+        """Seconds until the bucket has refilled (0: it has)."""
+        tokens = self._tokens + (now - self._at) * self.limit.rate
+        return max(0.0, (self.limit.burst - tokens) / self.limit.rate)
+
 
 class RateLimiter:
     """The buckets of one participant (session token): shared by its connections, and
-    kept while it reconnects (:meth:`rested` says when forgetting it changes nothing)."""
+    kept while it reconnects (:meth:`rest_time` says when forgetting it changes nothing)."""
 
     def __init__(self, limits: ServerLimits | None = None) -> None:
         limits = limits or ServerLimits()
@@ -142,11 +147,12 @@ class RateLimiter:
         bucket = self._deliveries
         return bucket.take(time.monotonic(), float(min(max(1, recipients), bucket.limit.burst)))
 
-    def rested(self) -> bool:
-        """Whether every bucket has refilled (a new limiter would be the same)."""
+    def rest_time(self) -> float:
+        """Seconds until every bucket has refilled and a new limiter would be the same
+        (0: forgetting this one changes nothing)."""
         now = time.monotonic()
         buckets = [self._strikes, self._connects, self._deliveries, *self._buckets.values()]
-        return all(b.full(now) for b in buckets)
+        return max(b.until_full(now) for b in buckets)
 
     def allow(self, kind: str) -> bool:
         """Whether a message of type ``kind`` may be handled now."""

@@ -138,6 +138,7 @@ class Room:
         self._router: MediaRouter | None = None
         self._token_connections: dict[str, int] = {}  # jti -> open connections
         self._budgets: dict[str, RateLimiter] = {}  # jti -> its rate limits (all connections)
+        self._forget_timer: asyncio.TimerHandle | None = None  # for budgets of tokens gone
         self.subscribing: dict[str, int] = {}  # jti -> subscriptions being set up
         self._count_timers: dict[str, asyncio.TimerHandle] = {}  # stream -> pending count
         self._cleanups: set[asyncio.Task[None]] = set()  # router clean-ups in flight
@@ -234,15 +235,23 @@ class Room:
         not start with full buckets."""
         budget = self._budgets.get(jti)
         if budget is None:
-            if len(self._budgets) > 2 * len(self._token_connections) + 64:
-                for gone in [
-                    j
-                    for j, b in self._budgets.items()
-                    if j not in self._token_connections and b.rested()
-                ]:
-                    del self._budgets[gone]
             budget = self._budgets[jti] = RateLimiter(self.hub.limits)
         return budget
+
+    def _forget_rested(self) -> None:
+        """Drops the budgets of tokens with no connection once they have refilled (then
+        a new one is the same); runs again when the next of the others will have."""
+        self._forget_timer = None
+        wait = 0.0
+        for jti in [j for j in self._budgets if j not in self._token_connections]:
+            left = self._budgets[jti].rest_time()
+            if left > 0:
+                wait = max(wait, left)
+            else:
+                del self._budgets[jti]
+        if wait > 0:
+            loop = asyncio.get_running_loop()
+            self._forget_timer = loop.call_later(wait + 0.01, self._forget_rested)
 
     @property
     def participant_count(self) -> int:
@@ -252,12 +261,11 @@ class Room:
     def add_connection(self, conn: Connection) -> None:
         """Registers ``conn``; :class:`ApiError` ``participant_limit`` if the session is
         full (participants are tokens; moderators get a small reserve above the limit)
-        and ``token_connection_limit`` if its token already has
-        :data:`MAX_CONNECTIONS_PER_TOKEN` connections."""
+        ``token_connection_limit`` if its token already has
+        :data:`MAX_CONNECTIONS_PER_TOKEN` connections, and ``rate_limited`` if its token
+        connects more often than its budget (:meth:`budget`) allows."""
         if self.hub.revoked_here(conn.jti):  # revoked while this connection was checked
             raise ApiError("token_revoked", "this token was revoked: ask for a new one", 401)
-        if not self.budget(conn.jti).connect():
-            raise ApiError("rate_limited", "this token connects too often: retry later", 429)
         same_token = self._token_connections.get(conn.jti, 0)
         if same_token >= MAX_CONNECTIONS_PER_TOKEN:
             raise ApiError(
@@ -275,6 +283,10 @@ class Room:
                     f"the session is full ({self.record.max_participants} participants)",
                     403,
                 )
+        if not self.budget(conn.jti).connect():
+            if self._forget_timer is None:
+                self._forget_rested()  # the token may have no connection to leave
+            raise ApiError("rate_limited", "this token connects too often: retry later", 429)
         self._token_connections[conn.jti] = same_token + 1
         self.connections[conn.id] = conn
         self.broadcast({"type": "connection_created", "connection": conn.public()}, exclude=conn.id)
@@ -293,6 +305,8 @@ class Room:
             self._token_connections[conn.jti] = left
         else:
             self._token_connections.pop(conn.jti, None)
+            if self._forget_timer is None:
+                self._forget_rested()
         if close is not None:
             conn.send({"type": "disconnected", "reason": reason})
             conn.close(*close)
@@ -467,6 +481,9 @@ class Room:
             observer.room_closing(self)
         for stream_id in list(self._count_timers):
             self._cancel_count(stream_id)
+        if self._forget_timer is not None:
+            self._forget_timer.cancel()
+            self._forget_timer = None
         router, self._router = self._router, None
         if router is not None:
             await _quietly(router.close(), "router close")

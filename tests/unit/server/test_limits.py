@@ -102,7 +102,7 @@ def test_a_participants_deliveries_cost_one_per_recipient() -> None:
     assert not limiter.deliver(59)  # 41 left
     assert limiter.deliver(1)  # a signal to one connection still fits
     assert limiter.deliver(0)  # a broadcast to nobody costs one
-    assert not limiter.rested()
+    assert limiter.rest_time() > 0
 
 
 def test_a_broadcast_to_more_than_the_burst_takes_the_whole_bucket() -> None:
@@ -114,4 +114,4 @@ def test_a_broadcast_to_more_than_the_burst_takes_the_whole_bucket() -> None:
 def test_a_participants_connections_are_rate_limited() -> None:
     limiter = RateLimiter(ServerLimits(token_connect_rate=1e-9, token_connect_burst=3.0))
     assert [limiter.connect() for _ in range(4)] == [True, True, True, False]
-    assert RateLimiter().rested()
+    assert RateLimiter().rest_time() == 0
