@@ -106,7 +106,9 @@ class Fanout:
         abs_send_time_at: int | None = None,
     ) -> int:
         """A new leg (header arguments as :meth:`SrtpSender.protect_frame`'s); its
-        number.  ``ValueError`` for a header that could not be built."""
+        number.  The leg keeps a duplicate of ``fd`` (closed with the leg), so closing
+        ``fd`` never makes it write to whatever reuses the number.  ``ValueError`` for a
+        header that could not be built or an ``fd`` that is not a datagram socket."""
     def remove(self, leg: int) -> tuple[int, list[tuple[int, bytes]]]:
         """Removes ``leg``: its next sequence number and its history ``(seq, packet)``,
         oldest first."""

@@ -3,8 +3,9 @@
 //! the RTP header fields (RFC 3550 §5.1: SSRC, payload type, next sequence number,
 //! timestamp offset; the one-byte header extension block of RFC 8285 §4.2 with the
 //! place of abs-send-time), the transport's `SrtpSender` (shared with the transport's
-//! other tracks), its socket and remote address, and a ring of the last protected
-//! packets for NACKs (RFC 4585 §6.2.1).
+//! other tracks), a descriptor of its own for its socket (so a number its owner closed
+//! and the system reused is never written to) and the remote address, and a ring of the
+//! last protected packets for NACKs (RFC 4585 §6.2.1).
 //!
 //! `send` builds and protects every leg's packets into its ring, then, with the GIL
 //! released, writes each leg's packets in one `sendmmsg(2)`: the sockets differ per
@@ -23,7 +24,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use e2ee_srtp::FrameHeader;
 use e2ee_srtp::gso;
@@ -32,7 +33,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::buf::Buf;
-use crate::mmsg::{self, RawAddr, gso_refused, gso_supported, send_runs};
+use crate::mmsg::{self, RawAddr, dup_datagram_socket, gso_refused, gso_supported, send_runs};
 use crate::{SrtpSender, uint};
 
 /// The largest NACK history per leg, in packets.
@@ -47,7 +48,8 @@ struct Slot {
 /// One subscriber of the track.
 struct Leg {
     sender: Py<SrtpSender>,
-    fd: RawFd,
+    /// The leg's own descriptor of the subscriber's socket (see `dup_datagram_socket`).
+    fd: OwnedFd,
     to: SocketAddr,
     b0: u8,
     payload_type: u8,
@@ -156,7 +158,7 @@ impl Leg {
             let max_segments = if gso { gso::MAX_SEGMENTS } else { 1 };
             let runs = gso::runs(&lens, max_segments, gso::MAX_BYTES);
             calls += 1;
-            match send_runs(self.fd, &mut to, &rest, &runs) {
+            match send_runs(self.fd.as_raw_fd(), &mut to, &rest, &runs) {
                 Ok(0) => return (Sent::Taken(taken), calls, gso_sent),
                 Ok(messages) => {
                     let done = runs.get(..messages).unwrap_or(&runs);
@@ -254,6 +256,9 @@ impl Fanout {
         abs_send_time_at: Option<usize>,
     ) -> PyResult<usize> {
         let fd = i32::try_from(uint(fd, "fd", i32::MAX as u64)?).unwrap_or(-1);
+        let fd = dup_datagram_socket(fd).map_err(|e| {
+            PyValueError::new_err(format!("fd {fd} is not a usable datagram socket: {e}"))
+        })?;
         let to: SocketAddr = mmsg::socket_addr(address)?;
         let b0 = u8::try_from(uint(b0, "b0", 0xff)?).unwrap_or(0);
         let payload_type = u8::try_from(uint(payload_type, "payload_type", 0x7f)?).unwrap_or(0);
@@ -273,6 +278,7 @@ impl Fanout {
         }
         let leg = Leg {
             sender,
+            gso: gso_supported(fd.as_raw_fd()),
             fd,
             to,
             b0,
@@ -288,7 +294,6 @@ impl Fanout {
                     packet: Vec::new(),
                 })
                 .collect(),
-            gso: gso_supported(fd),
         };
         let id = match self.legs.iter().position(Option::is_none) {
             Some(free) => free,

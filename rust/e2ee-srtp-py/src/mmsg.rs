@@ -11,7 +11,7 @@
 use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 use e2ee_srtp::gso::Run;
@@ -262,4 +262,37 @@ pub(crate) fn gso_supported(fd: RawFd) -> bool {
         )
     };
     rc == 0
+}
+
+/// A descriptor of its own for the UDP socket `fd`, closed when dropped: a fan-out leg
+/// writes to the socket it was given even after its owner closed `fd` and the number was
+/// reused (asyncio closes a transport's socket one loop turn after `close()`).  Refused
+/// (`EINVAL`) unless `fd` is a datagram socket.
+pub(crate) fn dup_datagram_socket(fd: RawFd) -> io::Result<OwnedFd> {
+    let mut kind: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are live locals of the sizes given; the kernel writes at
+    // most `len` bytes into `kind`.  Reading the option changes nothing.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            ptr::from_mut(&mut kind).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if kind != libc::SOCK_DGRAM {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC reads no memory; it returns a new descriptor or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just returned by fcntl, is open, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }

@@ -183,17 +183,53 @@ def test_buffered_legs_get_their_packets_back_in_order(subs: list[_Sub]) -> None
 
 def test_a_failing_leg_does_not_hold_back_the_others(subs: list[_Sub]) -> None:
     fanout = _srtp.Fanout()
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        bad = fanout.add(subs[0].sender, null, ("127.0.0.1", 9), 0x80, 97, 1, 0, 0, b"")
-        good = fanout.add(subs[1].sender, subs[1].tx.fileno(), subs[1].rx.getsockname(),
-                          0x80, 97, 2, 0, 0, b"")  # fmt: skip
-        problems = fanout.send([bad, good], [], [b"x" * 100, b"y" * 50], 5, 0)
-    finally:
-        os.close(null)
-    assert problems == [(bad, errno.ENOTSOCK)]
+    # Linux refuses UDP to port 0 (EINVAL) at once: a leg whose first packet fails.
+    bad = fanout.add(subs[0].sender, subs[0].tx.fileno(), ("127.0.0.1", 0), 0x80, 97, 1, 0, 0, b"")
+    good = fanout.add(subs[1].sender, subs[1].tx.fileno(), subs[1].rx.getsockname(),
+                      0x80, 97, 2, 0, 0, b"")  # fmt: skip
+    problems = fanout.send([bad, good], [], [b"x" * 100, b"y" * 50], 5, 0)
+    assert problems == [(bad, errno.EINVAL)]
     assert len(subs[1].recv(2)) == 2
     assert fanout.next_seq(bad) == 2  # its indices are used all the same
+
+
+def test_a_leg_writes_to_its_socket_even_after_the_number_is_reused(subs: list[_Sub]) -> None:
+    # asyncio closes a transport's socket a loop turn after close(): the number may then
+    # name another socket.  The leg holds a descriptor of its own for the one it was given.
+    sub = subs[0]
+    fanout = _srtp.Fanout()
+    sub.tx.bind(("127.0.0.1", 0))
+    port = sub.tx.getsockname()[1]
+    fd = sub.tx.fileno()
+    leg = fanout.add(sub.sender, fd, sub.rx.getsockname(), 0x80, 97, 1, 0, 0, b"")
+    sub.tx.close()
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        other.bind(("127.0.0.1", 0))
+        assert other.fileno() == fd  # the lowest free number: the one just closed
+        assert fanout.send([leg], [], [b"x" * 10], 0, 0) == []
+        _, source = sub.rx.recvfrom(2048)
+        assert source[1] == port  # from the socket the leg was given, not `other`
+    finally:
+        other.close()
+    fanout.remove(leg)  # closes the leg's descriptor: the port is free again
+    sub.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sub.tx.bind(("127.0.0.1", port))
+    sub.tx.setblocking(False)
+
+
+def test_a_leg_needs_a_datagram_socket(subs: list[_Sub]) -> None:
+    fanout = _srtp.Fanout()
+    stream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (null, stream.fileno()):
+            with pytest.raises(ValueError, match="not a usable datagram socket"):
+                fanout.add(subs[0].sender, fd, ("127.0.0.1", 9), 0x80, 97, 1, 0, 0, b"")
+    finally:
+        os.close(null)
+        stream.close()
+    assert len(fanout) == 0
 
 
 def test_bad_input_is_refused_before_anything_is_sent(subs: list[_Sub]) -> None:
@@ -207,7 +243,7 @@ def test_bad_input_is_refused_before_anything_is_sent(subs: list[_Sub]) -> None:
     with pytest.raises(ValueError, match="abs_send_time_at"):
         fanout.add(*args, 0x90, 97, 1, 0, 0, EXT, 6)
     with pytest.raises(ValueError, match="address must be"):
-        fanout.add(sub.sender, 3, ("localhost", 9), 0x80, 97, 1, 0, 0, b"")
+        fanout.add(sub.sender, sub.tx.fileno(), ("localhost", 9), 0x80, 97, 1, 0, 0, b"")
     leg = fanout.add(*args, 0x90, 97, 1, 0, 0, EXT)
     for legs, payloads, match in [
         ([leg, leg], [b"x"], "given twice"),
