@@ -375,7 +375,12 @@ async def test_backlogged_subscriber_is_bounded_and_recovers(cleanup: list[Any])
     # "slow"'s socket reports an unwritten backlog past its budget (as a congested
     # egress would): its video is dropped and waits for a key frame; nothing queues.
     (relay,) = router._subscriptions["slow"].relays
+    assert relay in relay._group.steady  # its frames so far all went straight out
     relay.backlog = lambda: 1000  # type: ignore[method-assign]
+    # A relay whose frames all went straight out skips its policy (FanoutGroup's steady
+    # set) until the next check, at most SR_NOTE_INTERVAL later, sees the backlog.
+    group = relay._group
+    assert await wait_until(lambda: relay not in group.steady, 1)
     dropped_before = router.stats()["frames_dropped"]
     forwarded_before = relay.frames_forwarded
     keyframes_before = relay.keyframes_forwarded

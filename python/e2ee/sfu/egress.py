@@ -48,7 +48,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 
 from e2ee.rtc import compat, srtp, udp
-from e2ee.sfu.egress_fanout import FanoutGroup
+from e2ee.sfu.egress_fanout import SR_NOTE_INTERVAL, FanoutGroup
 from e2ee.sfu.frames import RelayFrame
 from e2ee.sfu.ingress import Forwarder
 from e2ee.sfu.policy import ACCEPT, DROP, DROP_OLDEST, FLUSH_ACCEPT, FrameGate
@@ -61,9 +61,6 @@ log = logging.getLogger(__name__)
 HISTORY = 256
 #: Send backlog (bytes waiting in the socket's user-space buffer) counted as one packet.
 _PACKET_BYTES = 1200
-#: Seconds between two updates of the sender's RTCP SR counters by one relay (aiortc
-#: sends an SR every 0.5 to 1.5 s, rtcrtpsender.py ``_run_rtcp``).
-SR_NOTE_INTERVAL = 0.25
 _SR_NOTE_NTP = int(SR_NOTE_INTERVAL * (1 << 32))  # in 64-bit NTP format (RFC 3550 §4)
 
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -110,11 +107,12 @@ class RelayTrack(MediaStreamTrack):
         self._sr_packets = 0
         self._sr_frame: RelayFrame | None = None  # the last frame relayed
         self._sr_due = 0  # NTP time (64-bit format) of the next note
-        # stats
-        self.frames_forwarded = 0
-        self.bytes_forwarded = 0
-        self.packets_forwarded = 0
-        self.keyframes_forwarded = 0
+        # stats (the counts of frames relayed while the group's policy is steady are the
+        # group's until it folds them in: read them through the properties)
+        self._frames = 0
+        self._bytes = 0
+        self._packets = 0
+        self._keyframes = 0
         self.flushes = 0
         self.max_backlog = 0
         self.plis_received = 0
@@ -135,6 +133,26 @@ class RelayTrack(MediaStreamTrack):
     def ended(self) -> bool:
         """No more frames will be forwarded (:meth:`end` or :meth:`stop` ran)."""
         return self._ended
+
+    @property
+    def frames_forwarded(self) -> int:
+        self._group.catch_up(self)
+        return self._frames
+
+    @property
+    def packets_forwarded(self) -> int:
+        self._group.catch_up(self)
+        return self._packets
+
+    @property
+    def bytes_forwarded(self) -> int:
+        self._group.catch_up(self)
+        return self._bytes
+
+    @property
+    def keyframes_forwarded(self) -> int:
+        self._group.catch_up(self)
+        return self._keyframes
 
     @property
     def frames_dropped(self) -> int:
@@ -231,21 +249,32 @@ class RelayTrack(MediaStreamTrack):
 
     def account(self, frame: RelayFrame, n: int) -> None:
         """``frame``'s ``n`` packets went out (or are queued, in order, to go)."""
-        self.packets_forwarded += n
-        self.frames_forwarded += 1
-        self.bytes_forwarded += frame.size
-        if frame.keyframe:
-            self.keyframes_forwarded += 1
+        self.relayed(1, n, frame.size, 1 if frame.keyframe else 0, frame)
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()
-        self._sr_octets += frame.size
-        self._sr_packets += n
-        self._sr_frame = frame
         ntp = frame.ntp_timestamp
         # Due, or the clock stepped back (then the old due time would hold notes back).
         if not 0 < self._sr_due - ntp <= _SR_NOTE_NTP:
-            self._sr_due = ntp + _SR_NOTE_NTP
-            self._note_sr()
+            self.note_sr(ntp)
+
+    def relayed(
+        self, frames: int, packets: int, size: int, keyframes: int, last: RelayFrame
+    ) -> None:
+        """Counts of frames relayed (``last`` the latest of them), for the stats and the
+        next RTCP SR note."""
+        self._frames += frames
+        self._packets += packets
+        self._bytes += size
+        self._keyframes += keyframes
+        self._sr_octets += size
+        self._sr_packets += packets
+        self._sr_frame = last
+
+    def note_sr(self, ntp: int) -> None:
+        """Notes the SR counts now (``ntp``: the relay's time), the next one due one
+        :data:`SR_NOTE_INTERVAL` later."""
+        self._sr_due = ntp + _SR_NOTE_NTP
+        self._note_sr()
 
     def _note_sr(self) -> None:
         """The counts relayed since the last note, and the last frame's NTP/RTP pair, to
@@ -340,6 +369,7 @@ class RelayTrack(MediaStreamTrack):
             return
         self._ended = True
         self.totals.frames_dropped_closed += self.frames_dropped
+        self._group.catch_up(self)
         self._note_sr()
         self._release_leg()
         self.path = None

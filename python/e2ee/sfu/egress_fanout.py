@@ -26,10 +26,17 @@ from typing import Any, Protocol
 
 from e2ee.rtc import compat, srtp, udp
 from e2ee.sfu.frames import RelayFrame, Totals
+from e2ee.sfu.policy import FrameGate
 
-__all__ = ["FanoutGroup", "RelayTrack", "send_one"]
+__all__ = ["SR_NOTE_INTERVAL", "FanoutGroup", "RelayTrack", "send_one"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two updates of the sender's RTCP SR counters by one relay (aiortc
+#: sends an SR every 0.5 to 1.5 s, rtcrtpsender.py ``_run_rtcp``); also how often the
+#: group checks that its steady relays still are.
+SR_NOTE_INTERVAL = 0.25
+_SR_NOTE_NTP = int(SR_NOTE_INTERVAL * (1 << 32))  # in 64-bit NTP format (RFC 3550 §4)
 
 _HEADER = struct.Struct("!BBHII")  # V=2 P X CC | M PT | sequence | timestamp | SSRC
 
@@ -50,9 +57,17 @@ class RelayTrack(Protocol):
     totals: Totals
     packets_libsrtp: int
     packets_not_direct: int
+    gate: FrameGate
 
+    @property
+    def ended(self) -> bool: ...
     def admit(self, frame: RelayFrame) -> compat.RtpPath | None: ...
     def account(self, frame: RelayFrame, n: int) -> None: ...
+    def relayed(
+        self, frames: int, packets: int, size: int, keyframes: int, last: RelayFrame
+    ) -> None: ...
+    def note_sr(self, ntp: int) -> None: ...
+    def backlog(self) -> int: ...
     def stopped(self, exc: Exception) -> None: ...
     def extension(self, abs_send_time: int) -> bytes: ...
     def extension_template(self) -> tuple[bytes, int | None]: ...
@@ -60,21 +75,60 @@ class RelayTrack(Protocol):
 
 class FanoutGroup:
     """The relays of one forwarder, and the Rust fan-out of those that can use it
-    (``fanout`` is ``None`` without ``e2ee._srtp``)."""
+    (``fanout`` is ``None`` without ``e2ee._srtp``).
 
-    __slots__ = ("fanout", "legs", "totals")
+    Steady relays cost no Python per frame: a relay whose last frame went straight to
+    its socket, that waits for no key frame and whose asyncio transport holds nothing,
+    has nothing for its policy to decide (:meth:`RelayTrack.admit` would accept, with an
+    empty backlog), so its leg is sent every frame without asking it, and what it relayed
+    is counted once for all of them (:attr:`steady_sent`, folded into each relay's own counts
+    when it is read, at each SR note, and when it leaves).  A relay leaves the steady set
+    when its socket does not take a frame whole, when upstream loss makes it wait for a
+    key frame (:meth:`gap`), when its leg goes, or when the check every
+    :data:`SR_NOTE_INTERVAL` finds its transport closing or holding datagrams (written by
+    aiortc or aioice: RTCP and STUN may be overtaken by media for that long, media by
+    nothing).  It comes back after a frame its policy sent straight to the socket.
+    """
+
+    __slots__ = (
+        "_check_due",
+        "_last",
+        "_steady_legs",
+        "fanout",
+        "legs",
+        "steady",
+        "steady_sent",
+        "totals",
+    )
 
     def __init__(self, history: int, totals: Totals) -> None:
         self.fanout = srtp.new_fanout(history)
         self.legs: dict[int, RelayTrack] = {}
         self.totals = totals
+        # Frames, packets, bytes, key frames sent to the steady legs since the group began;
+        # each steady relay keeps where these stood when it last folded them in.
+        self.steady_sent = [0, 0, 0, 0]
+        self._last: RelayFrame | None = None  # the last frame sent to steady legs
+        self.steady: dict[RelayTrack, list[int]] = {}
+        self._steady_legs: list[int] | None = []  # of self.steady, None when to rebuild
+        self._check_due = 0  # NTP time (64-bit format) of the next check of the steady
 
     def send(self, frame: RelayFrame, relays: Iterable[Any]) -> None:
         """Relay ``frame`` to each of ``relays`` that its policy admits."""
+        steady = self.steady
+        if steady:
+            if not isinstance(relays, (set, frozenset)):
+                relays = set(relays)
+            if not steady.keys() <= relays:  # a frame for some relays only (a test, one relay)
+                for relay in [r for r in steady if r not in relays]:
+                    self._leave(relay)
+            slow: Iterable[Any] = relays.difference(steady)
+        else:
+            slow = relays
         direct: list[int] = []
         buffered: list[int] = []
         batch: list[RelayTrack] = []
-        for relay in relays:
+        for relay in slow:
             admit = getattr(relay, "admit", None)
             if admit is None:
                 # Not a RelayTrack: an archive recorder (e2ee.archive) or an embedder's
@@ -94,26 +148,115 @@ class FanoutGroup:
                 buffered.append(leg)
             batch.append(relay)
         fanout = self.fanout
-        if not batch or fanout is None:
+        steady_legs = self._legs_of_steady()
+        if fanout is None or not (batch or steady_legs):
             return
         try:
             problems = fanout.send(
-                direct, buffered, frame.payloads, frame.timestamp, frame.abs_send_time
+                steady_legs + direct if steady_legs else direct,
+                buffered,
+                frame.payloads,
+                frame.timestamp,
+                frame.abs_send_time,
             )
         except ValueError as exc:  # a frame of no or too many packets: never sent
-            for relay in batch:
+            for relay in [*batch, *steady]:
                 relay.stopped(exc)
             return
         n = len(frame.payloads)
         for relay in batch:
             relay.account(frame, n)
-        count = len(batch)
+        count = len(batch) + len(steady_legs)
+        if steady_legs:
+            sent = self.steady_sent
+            sent[0] += 1
+            sent[1] += n
+            sent[2] += frame.size
+            sent[3] += 1 if frame.keyframe else 0
+            self._last = frame
         totals = self.totals
         totals.frames_forwarded += count
         totals.bytes_forwarded += frame.size * count
         totals.packets_forwarded += n * count
+        troubled = set()
         for leg, outcome in problems:
-            self._problem(self.legs[leg], outcome, n)
+            relay = self.legs[leg]
+            troubled.add(relay)
+            if relay in steady:
+                self._leave(relay)
+            self._problem(relay, outcome, n)
+        if direct:
+            for relay in batch:
+                if relay not in troubled:
+                    self._enter(relay)
+        ntp = frame.ntp_timestamp
+        if steady and not 0 < self._check_due - ntp <= _SR_NOTE_NTP:
+            self._check_due = ntp + _SR_NOTE_NTP
+            self._check(frame)
+
+    # -- the steady set ----------------------------------------------------------------
+
+    def _legs_of_steady(self) -> list[int]:
+        legs = self._steady_legs
+        if legs is None:
+            legs = [leg for relay in self.steady if (leg := relay.leg) is not None]
+            self._steady_legs = legs
+        return legs
+
+    def _enter(self, relay: RelayTrack) -> None:
+        """``relay``'s frame went straight to its socket: steady, if nothing else is
+        pending for it."""
+        path = relay.path
+        if (
+            relay.leg is None
+            or path is None
+            or relay.gate.need_keyframe
+            or relay.ended
+            or not udp.direct_send_ok(path[1])
+            or relay.backlog()
+        ):
+            return
+        self.steady[relay] = self.steady_sent.copy()
+        self._steady_legs = None
+
+    def _leave(self, relay: RelayTrack) -> None:
+        """``relay`` goes back to its policy every frame, with its counts folded in."""
+        self.catch_up(relay)
+        del self.steady[relay]
+        self._steady_legs = None
+
+    def catch_up(self, relay: RelayTrack) -> None:
+        """Folds what ``relay`` was sent as a steady relay into its own counts."""
+        base = self.steady.get(relay)
+        last = self._last
+        if base is None or last is None:
+            return
+        now = self.steady_sent
+        frames = now[0] - base[0]
+        if frames:
+            relay.relayed(frames, now[1] - base[1], now[2] - base[2], now[3] - base[3], last)
+            self.steady[relay] = now.copy()
+
+    def gap(self) -> None:
+        """Upstream lost frames (every relay's gate now waits for a key frame): no relay
+        stays steady."""
+        for relay in list(self.steady):
+            self._leave(relay)
+
+    def _check(self, frame: RelayFrame) -> None:
+        """Every :data:`SR_NOTE_INTERVAL`: each steady relay's SR note, and whether it still
+        is steady (its transport may be closing or hold datagrams of aiortc's)."""
+        for relay in list(self.steady):
+            self.catch_up(relay)
+            relay.note_sr(frame.ntp_timestamp)
+            path = relay.path
+            if (
+                path is None
+                or relay.gate.need_keyframe
+                or relay.backlog()
+                or not udp.direct_send_ok(path[1])
+            ):
+                self._leave(relay)
 
     def _problem(self, relay: RelayTrack, outcome: list[bytes] | int | str, n: int) -> None:
         path = relay.path
@@ -166,7 +309,9 @@ class FanoutGroup:
 
     def remove(self, leg: int) -> tuple[int, list[tuple[int, bytes]]]:
         """Drops ``leg``: its next sequence number and NACK history."""
-        self.legs.pop(leg, None)
+        relay = self.legs.pop(leg, None)
+        if relay is not None and relay in self.steady:
+            self._leave(relay)
         assert self.fanout is not None
         return self.fanout.remove(leg)
 

@@ -271,6 +271,8 @@ class Forwarder:
         for relay in self.relays:
             relay.gate.lost()
             waiting = True
+        if self.fan_out is not None:
+            self.fan_out.gap()  # no relay skips its policy until its next key frame
         if waiting:
             self.request_keyframe(urgent=True)
 

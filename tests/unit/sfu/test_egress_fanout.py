@@ -402,3 +402,65 @@ def test_the_forwarders_group_sends_to_all_relays_in_one_call(
         assert HISTORY == 256
     finally:
         rig.close()
+
+
+def test_steady_relays_skip_their_policy_until_something_changes(
+    monkeypatch: pytest.MonkeyPatch, subs: list[_Sub]
+) -> None:
+    rig = _Relays(monkeypatch, subs)
+    group = rig.forwarder.fan_out
+    asked: list[RelayTrack] = []
+    for relay in rig.relays:
+        relay.gate = FrameGate(10_000, True)  # video: starts on a key frame
+
+        def admit(frame: RelayFrame, relay: RelayTrack = relay, own: Any = relay.admit) -> Any:
+            asked.append(relay)
+            return own(frame)
+
+        relay.admit = admit  # type: ignore[method-assign]
+    payloads = [os.urandom(1000), os.urandom(20)]
+    ntp = 0
+
+    def send(key: bool) -> None:
+        nonlocal ntp
+        ntp += 1 << 32  # a second apart: every frame is also a check of the steady set
+        group.send(RelayFrame(payloads, ntp >> 22, key, ntp), rig.forwarder.relays)
+
+    try:
+        send(True)  # the policy of each relay is asked, then it is steady
+        assert len(asked) == 3
+        assert set(group.steady) == set(rig.relays)
+        send(False)
+        send(False)
+        assert len(asked) == 3  # not asked again
+        for relay, sub in zip(rig.relays, subs, strict=True):
+            assert len(sub.recv(6)) == 6
+            assert relay.frames_forwarded == 3
+            assert relay.keyframes_forwarded == 1
+            assert relay.packets_forwarded == relay.packets_mmsg == 6
+            assert relay.bytes_forwarded == 3 * 1020
+        assert rig.forwarder.totals.packets_forwarded == 18
+        # Upstream loss (Forwarder.on_gap): every relay waits for a key frame again.
+        for relay in rig.relays:
+            relay.gate.lost()
+        group.gap()
+        assert not group.steady
+        send(False)  # asked, and dropped by every policy
+        assert len(asked) == 6
+        assert all(sub.nothing_more() for sub in subs)
+        send(True)
+        assert len(asked) == 9
+        assert set(group.steady) == set(rig.relays)
+        assert all(len(sub.recv(2)) == 2 for sub in subs)
+        # A transport that closes is found by the next check: its relay asks its policy
+        # again (which sends through asyncio, that drops it); the others stay steady.
+        rig.transports[0].close()
+        send(False)
+        assert set(group.steady) == set(rig.relays[1:])
+        assert rig.relays[0].frames_forwarded == 5  # counted up to its leaving
+        send(False)
+        assert asked[-1] is rig.relays[0]
+        assert len(asked) == 10
+        assert all(len(sub.recv(4)) == 4 for sub in subs[1:])
+    finally:
+        rig.close()
