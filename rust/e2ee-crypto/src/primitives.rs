@@ -6,7 +6,9 @@
 //! CPU, not just by vendor (docs/crypto-backend.md), so `backend` measures them once per
 //! process and this module keys every candidate and calls the chosen one.  All compute
 //! the same bytes; a test holds them to it.  AES-GCM is AWS-LC's (VAES/VPCLMULQDQ, 3.5
-//! times RustCrypto at 1 MB); HKDF and PBKDF2 are RustCrypto's.
+//! times RustCrypto at 1 MB) or, to encrypt from one buffer into another where that is
+//! faster, OpenSSL's: AWS-LC's safe API seals in place only, so its encrypt copies the
+//! plaintext first.  HKDF and PBKDF2 are RustCrypto's.
 
 use core::num::NonZeroU32;
 
@@ -19,8 +21,14 @@ use ctr::CtrCore;
 use ctr::flavors::Ctr32BE;
 use hmac::{Hmac, Mac};
 #[cfg(feature = "openssl-backend")]
+use openssl::cipher::Cipher;
+#[cfg(feature = "openssl-backend")]
+use openssl::cipher_ctx::CipherCtx;
+#[cfg(feature = "openssl-backend")]
 use openssl::hash::{Hasher, MessageDigest};
 use sha2::{Sha256, Sha512};
+#[cfg(feature = "openssl-backend")]
+use std::sync::Mutex;
 
 use crate::backend::{self, Impl};
 use crate::error::{Error, Result};
@@ -30,8 +38,8 @@ use crate::suite::{Aead, CipherSuite, Hash};
 #[cfg(feature = "openssl-backend")]
 pub(crate) const BACKEND: &str = "per primitive and frame size, the fastest here of \
      RustCrypto (aes 0.9, hmac 0.13, sha2 0.11), aws-lc-rs 1.19 and OpenSSL 3 (openssl 0.10, \
-     vendored), measured at first use (backend_info()); AES-GCM: aws-lc-rs; HKDF, PBKDF2: \
-     RustCrypto";
+     vendored), measured at first use (backend_info()); AES-GCM: aws-lc-rs, or OpenSSL to \
+     encrypt where faster; HKDF, PBKDF2: RustCrypto";
 #[cfg(not(feature = "openssl-backend"))]
 pub(crate) const BACKEND: &str = "per primitive and frame size, the fastest here of \
      RustCrypto (aes 0.9, hmac 0.13, sha2 0.11) and aws-lc-rs 1.19 (built without OpenSSL), \
@@ -295,7 +303,138 @@ pub(crate) enum AeadKey {
         mac: HmacKey,
         nt: usize,
     },
-    Gcm(lc::LessSafeKey),
+    Gcm(GcmKey),
+}
+
+/// AES-GCM keyed once in AWS-LC and, if it serves a size class, in OpenSSL: a context
+/// keyed once, whose IV is set per frame (the key schedule is not redone).  OpenSSL
+/// wipes the context's key schedule when it is freed.
+pub(crate) struct GcmKey {
+    lc: lc::LessSafeKey,
+    /// Taken per frame without waiting: a frame that finds it in use (another thread)
+    /// goes AWS-LC's way.
+    #[cfg(feature = "openssl-backend")]
+    ossl: Option<Mutex<CipherCtx>>,
+}
+
+impl GcmKey {
+    /// `key`: 16 or 32 bytes.  `uses(imp)`: whether `imp` may be asked for; AWS-LC is
+    /// always keyed.
+    pub(crate) fn new(key: &[u8], uses: impl Fn(Impl) -> bool) -> Option<Self> {
+        let alg = match key.len() {
+            16 => &lc::AES_128_GCM,
+            32 => &lc::AES_256_GCM,
+            _ => return None,
+        };
+        let lc = lc::LessSafeKey::new(lc::UnboundKey::new(alg, key).ok()?);
+        #[cfg(not(feature = "openssl-backend"))]
+        let _ = uses;
+        Some(GcmKey {
+            lc,
+            #[cfg(feature = "openssl-backend")]
+            ossl: if uses(Impl::OpenSsl) {
+                openssl_gcm(key).map(Mutex::new)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Seals `buf` (the plaintext, or where `from`'s ciphertext goes: `from` is then the
+    /// plaintext, of `buf`'s length) with the candidate `imp`; returns the 16-byte tag.
+    /// Fails closed: on an error `buf` is zeroed (and the tag with it).
+    pub(crate) fn seal(
+        &self,
+        imp: Impl,
+        nonce: &[u8; 12],
+        header: &[u8],
+        metadata: &[u8],
+        from: Option<&[u8]>,
+        buf: &mut [u8],
+    ) -> [u8; 16] {
+        let mut tag = [0u8; 16];
+        #[cfg(feature = "openssl-backend")]
+        if imp == Impl::OpenSsl && i32::try_from(buf.len()).is_ok() {
+            // try_lock: the context serves one frame at a time; a busy one is no error.
+            if let Some(mut ctx) = self.ossl.as_ref().and_then(|m| m.try_lock().ok()) {
+                if openssl_gcm_seal(&mut ctx, nonce, header, metadata, from, buf, &mut tag)
+                    .is_some()
+                {
+                    return tag;
+                }
+                buf.fill(0);
+                return [0u8; 16];
+            }
+        }
+        let _ = imp;
+        if let Some(from) = from {
+            if from.len() != buf.len() {
+                buf.fill(0);
+                return tag;
+            }
+            buf.copy_from_slice(from);
+        }
+        let nonce = lc::Nonce::assume_unique_for_key(*nonce);
+        let sealed = join_aad(header, metadata, |aad| {
+            self.lc
+                .seal_in_place_separate_tag(nonce, lc::Aad::from(aad), buf)
+        });
+        match sealed {
+            Ok(t) => copy_prefix(&mut tag, t.as_ref()),
+            // AWS-LC refuses only inputs over 2^36 bytes, which the caller rules out;
+            // fail closed anyway: no plaintext is left in the buffer.
+            Err(_) => buf.fill(0),
+        }
+        tag
+    }
+}
+
+/// An encryption context for AES-GCM keyed with `key` (16 or 32 bytes).
+#[cfg(feature = "openssl-backend")]
+fn openssl_gcm(key: &[u8]) -> Option<CipherCtx> {
+    let cipher = match key.len() {
+        16 => Cipher::aes_128_gcm(),
+        32 => Cipher::aes_256_gcm(),
+        _ => return None,
+    };
+    let mut ctx = CipherCtx::new().ok()?;
+    ctx.encrypt_init(Some(cipher), Some(key), None).ok()?;
+    Some(ctx)
+}
+
+/// One GCM seal on a keyed context: the IV (12 bytes, the default length), the AAD in
+/// two parts, the plaintext (`from`, or `buf` in place) into `buf`, then the tag.
+#[cfg(feature = "openssl-backend")]
+fn openssl_gcm_seal(
+    ctx: &mut CipherCtx,
+    nonce: &[u8; 12],
+    header: &[u8],
+    metadata: &[u8],
+    from: Option<&[u8]>,
+    buf: &mut [u8],
+    tag: &mut [u8; 16],
+) -> Option<()> {
+    ctx.encrypt_init(None, None, Some(nonce)).ok()?;
+    for aad in [header, metadata] {
+        if !aad.is_empty() {
+            ctx.cipher_update(aad, None).ok()?;
+        }
+    }
+    // GCM is a stream mode here (block size 1): the output is exactly the input's length,
+    // which the asserts in `cipher_update*` check; the lengths are checked first so that
+    // they never fire.
+    let written = match from {
+        Some(from) if from.len() == buf.len() => ctx.cipher_update(from, Some(buf)).ok()?,
+        Some(_) => return None,
+        None => {
+            let len = buf.len();
+            ctx.cipher_update_inplace(buf, len).ok()?
+        }
+    };
+    if written != buf.len() || ctx.cipher_final(&mut []).ok()? != 0 {
+        return None;
+    }
+    ctx.tag(tag).ok()
 }
 
 fn key_error(suite: CipherSuite) -> Error {
@@ -329,44 +468,41 @@ impl AeadKey {
                 })
             }
             Aead::Gcm => {
-                let alg = if suite.nka() == 16 {
-                    &lc::AES_128_GCM
-                } else {
-                    &lc::AES_256_GCM
-                };
-                let unbound = lc::UnboundKey::new(alg, key).map_err(|_| key_error(suite))?;
-                Ok(AeadKey::Gcm(lc::LessSafeKey::new(unbound)))
+                let choice = backend::choice();
+                let gcm = GcmKey::new(key, |imp| choice.uses_gcm(imp));
+                Ok(AeadKey::Gcm(gcm.ok_or_else(|| key_error(suite))?))
             }
         }
     }
 
-    /// Encrypts `buf` in place; returns the tag (its first Nt bytes).
+    /// Encrypts `buf` in place, or `from` (the plaintext, of `buf`'s length) into `buf`;
+    /// returns the tag (its first Nt bytes).
     pub(crate) fn seal(
         &self,
         nonce: &[u8; 12],
         header: &[u8],
         metadata: &[u8],
+        from: Option<&[u8]>,
         buf: &mut [u8],
     ) -> [u8; MAX_TAG_LEN] {
         let mut tag = [0u8; MAX_TAG_LEN];
         match self {
             AeadKey::CtrHmac { ctr, mac, nt } => {
+                if let Some(from) = from {
+                    if from.len() != buf.len() {
+                        buf.fill(0);
+                        return tag;
+                    }
+                    buf.copy_from_slice(from);
+                }
                 let choice = backend::choice();
                 ctr.xor(choice.ctr(buf.len()), nonce, buf);
                 let full = ctr_hmac_tag(mac, *nt, nonce, header, metadata, buf);
                 copy_prefix(&mut tag, full.get(..*nt).unwrap_or_default());
             }
             AeadKey::Gcm(key) => {
-                let nonce = lc::Nonce::assume_unique_for_key(*nonce);
-                let sealed = join_aad(header, metadata, |aad| {
-                    key.seal_in_place_separate_tag(nonce, lc::Aad::from(aad), buf)
-                });
-                match sealed {
-                    Ok(t) => tag.copy_from_slice(t.as_ref()),
-                    // AWS-LC refuses only inputs over 2^36 bytes, which the caller rules
-                    // out; fail closed anyway: no plaintext is left in the buffer.
-                    Err(_) => buf.fill(0),
-                }
+                let imp = backend::choice().gcm(buf.len());
+                copy_prefix(&mut tag, &key.seal(imp, nonce, header, metadata, from, buf));
             }
         }
         tag
@@ -401,7 +537,8 @@ impl AeadKey {
             AeadKey::Gcm(key) => {
                 let nonce = lc::Nonce::assume_unique_for_key(*nonce);
                 let opened = join_aad(header, metadata, |aad| {
-                    key.open_separate_gather(nonce, lc::Aad::from(aad), ct, tag, out)
+                    key.lc
+                        .open_separate_gather(nonce, lc::Aad::from(aad), ct, tag, out)
                 });
                 opened.map_err(|_| {
                     out.fill(0);
@@ -464,6 +601,41 @@ mod tests {
         }
         for key_len in [16, 32] {
             let key: Vec<u8> = (0..key_len as u8).collect();
+            // AES-GCM: every encrypt candidate, in place and from another buffer, gives
+            // the same ciphertext and tag, which AWS-LC's decrypt opens.
+            let gcm = GcmKey::new(&key, |_| true).unwrap();
+            #[cfg(feature = "openssl-backend")]
+            assert!(gcm.ossl.is_some());
+            let nonce = [3u8; 12];
+            for n in [0, 1, 15, 16, 17, 511, 512, 1200, 8191, 8192, 70_000] {
+                let plain: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+                let mut want = plain.clone();
+                let want_tag = gcm.seal(Impl::AwsLc, &nonce, b"hd", b"md", None, &mut want);
+                #[cfg(feature = "openssl-backend")]
+                let imps = crate::backend::GCM_CANDIDATES;
+                #[cfg(not(feature = "openssl-backend"))]
+                let imps = [Impl::AwsLc];
+                for imp in imps {
+                    let mut got = vec![0xffu8; n];
+                    let tag = gcm.seal(imp, &nonce, b"hd", b"md", Some(&plain), &mut got);
+                    assert_eq!((got, tag), (want.clone(), want_tag), "{imp:?} n={n}");
+                    let mut got = plain.clone();
+                    let tag = gcm.seal(imp, &nonce, b"hd", b"md", None, &mut got);
+                    assert_eq!((got, tag), (want.clone(), want_tag), "{imp:?} n={n} in place");
+                }
+                let aead = AeadKey::Gcm(GcmKey::new(&key, |_| false).unwrap());
+                let mut opened = vec![0u8; n];
+                aead.open(&nonce, b"hd", b"md", &want, &want_tag, &mut opened)
+                    .unwrap();
+                assert_eq!(opened, plain);
+                // A plaintext of another length than the output is refused, closed.
+                for imp in imps {
+                    let mut out = vec![0xffu8; n + 1];
+                    let tag = gcm.seal(imp, &nonce, b"", b"", Some(&plain), &mut out);
+                    assert!(out.iter().all(|&b| b == 0), "{imp:?} n={n}");
+                    assert_eq!(tag, [0u8; 16]);
+                }
+            }
             let ctr = CtrKey::new(&key, |_| true).unwrap();
             let nonce = [7u8; 12];
             for n in [0, 1, 15, 16, 17, 511, 512, 1200, 8191, 8192, 70_000] {

@@ -97,10 +97,18 @@ impl FrameKey {
         nonce
     }
 
-    /// Encrypts `buf` in place and returns the tag (`Nt` bytes at the start of the array).
-    /// The AAD is `header || metadata` (RFC 9605 §4.4.3).
-    fn seal(&self, ctr: u64, header: &[u8], metadata: &[u8], buf: &mut [u8]) -> [u8; MAX_TAG_LEN] {
-        self.aead.seal(&self.nonce(ctr), header, metadata, buf)
+    /// Encrypts `buf` in place, or `from` into `buf`, and returns the tag (`Nt` bytes at
+    /// the start of the array).  The AAD is `header || metadata` (RFC 9605 §4.4.3).
+    fn seal(
+        &self,
+        ctr: u64,
+        header: &[u8],
+        metadata: &[u8],
+        from: Option<&[u8]>,
+        buf: &mut [u8],
+    ) -> [u8; MAX_TAG_LEN] {
+        self.aead
+            .seal(&self.nonce(ctr), header, metadata, from, buf)
     }
 
     /// Authenticates and decrypts the SFrame `data` laid out as `l` into `out`
@@ -211,6 +219,30 @@ impl Encryptor {
         plaintext_len: usize,
         metadata: &[u8],
     ) -> Result<usize> {
+        self.encrypt_frame(buf, plaintext_len, metadata, None)
+    }
+
+    /// Writes `header || ciphertext || tag` at the start of `out`; returns its length.
+    /// The CTR advances only when a frame was written.
+    pub fn encrypt_into(
+        &mut self,
+        plaintext: &[u8],
+        metadata: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize> {
+        self.encrypt_frame(out, plaintext.len(), metadata, Some(plaintext))
+    }
+
+    /// [`encrypt_in_place`](Self::encrypt_in_place) when `from` is `None`, else with the
+    /// plaintext read from `from` (the AEAD may encrypt from one buffer into the other
+    /// without copying first).
+    fn encrypt_frame(
+        &mut self,
+        buf: &mut [u8],
+        plaintext_len: usize,
+        metadata: &[u8],
+        from: Option<&[u8]>,
+    ) -> Result<usize> {
         let ctr = self.next_ctr.ok_or(Error::CounterExhausted)?;
         check_plaintext_len(plaintext_len)?;
         let header = Header::new(self.kid, ctr);
@@ -225,30 +257,10 @@ impl Encryptor {
         let hlen = header.encode_into(buf)?;
         let (head, rest) = buf.split_at_mut(hlen);
         let (body, tag_out) = rest.split_at_mut(plaintext_len);
-        let tag = self.key.seal(ctr, head, metadata, body);
+        let tag = self.key.seal(ctr, head, metadata, from, body);
         copy_prefix(tag_out, &tag);
         self.next_ctr = ctr.checked_add(1);
         Ok(total)
-    }
-
-    /// Writes `header || ciphertext || tag` at the start of `out`; returns its length.
-    /// The CTR advances only when a frame was written.
-    pub fn encrypt_into(
-        &mut self,
-        plaintext: &[u8],
-        metadata: &[u8],
-        out: &mut [u8],
-    ) -> Result<usize> {
-        let hlen = self.header_len();
-        let total = self.output_len(plaintext.len())?;
-        let Some(body) = out.get_mut(hlen..total.saturating_sub(self.key.suite.nt())) else {
-            return Err(Error::InvalidLength(format!(
-                "output buffer too small: {} < {total} bytes",
-                out.len()
-            )));
-        };
-        body.copy_from_slice(plaintext);
-        self.encrypt_in_place(out, plaintext.len(), metadata)
     }
 
     /// The allocating form of [`encrypt_into`](Self::encrypt_into).
@@ -428,8 +440,8 @@ pub fn aead_encrypt(
 ) -> Result<Vec<u8>> {
     check_plaintext_len(plaintext.len())?;
     let aead = AeadKey::new(suite, key)?;
-    let mut out = plaintext.to_vec();
-    let tag = aead.seal(nonce, aad, b"", &mut out);
+    let mut out = vec![0u8; plaintext.len()];
+    let tag = aead.seal(nonce, aad, b"", Some(plaintext), &mut out);
     out.extend_from_slice(tag.get(..suite.nt()).unwrap_or_default());
     Ok(out)
 }
