@@ -25,7 +25,8 @@ Video (:class:`VideoAssembler`)
     at the times it hands to ``schedule``).  aiortc NACKs a hole only once, when the
     packet after it arrives; a retransmission lost too (1 in 20 at 5% loss) would wait
     out ``nack_wait``.  So a hole is NACKed again every two NACK round trips (smoothed
-    over repairs of packets NACKed once, RFC 6298 §2-3; ``nack_retry`` until measured)
+    over repairs of packets NACKed once, RFC 6298 §2-3; ``nack_retry`` until measured;
+    the estimates are :class:`e2ee.sfu.repair_timing.RepairTiming`'s)
     until ``nack_wait``.  And a frame whose last packet was lost shows only when the next
     frame arrives, a frame interval later: after ``tail_wait`` without a packet, the next
     sequence number is NACKed.  ``tail_wait`` grows with how long whole frames take to
@@ -45,9 +46,7 @@ Video (:class:`VideoAssembler`)
     publisher sends a frame back to back): the next one is asked for at once, not a
     ``tail_wait`` later (at 5 % loss, two tail waits were most of the longest freeze).
 
-Audio (:class:`AudioAssembler`)
-    One Opus frame per packet (RFC 7587 §4.2): each packet is released on arrival; a
-    duplicate or a packet older than one already released is dropped.
+Audio is :class:`e2ee.sfu.audio_assembler.AudioAssembler`'s (a packet is a frame).
 
 Both call ``sink(payloads, timestamp)`` with the frame's RTP payloads in order and its RTP
 timestamp, and never return a frame to aiortc (so aiortc's decoder path stays idle).
@@ -61,18 +60,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["AudioAssembler", "FrameSink", "VideoAssembler", "vp8_frame_start"]
+from e2ee.sfu.frames import SEQ_HALF as _HALF
+from e2ee.sfu.frames import FrameSink
+from e2ee.sfu.repair_timing import RepairTiming
 
-#: ``sink(payloads, timestamp)``: one whole frame, its RTP payloads in sequence order.
-FrameSink = Callable[[list[bytes], int], None]
-
-_HALF = 0x8000  # sequence numbers compare modulo 2**16 (RFC 3550 §A.1)
-#: The shortest wait before a NACK is repeated, however fast repairs have come.
-_MIN_RETRY = 0.002
-#: VP8's RTP clock (RFC 7741 §4.1), and the longest frame interval the "next frame is
-#: late" rule applies to (5 frames/s; a slower or paused publisher gets no early NACK).
-_VP8_CLOCK = 90000
-_MAX_STEP = _VP8_CLOCK // 5
+__all__ = ["FrameSink", "VideoAssembler", "vp8_frame_start"]
 
 
 def vp8_frame_start(payload: bytes) -> bool:
@@ -96,25 +88,18 @@ class VideoAssembler:
         "_frame_began",
         "_frame_skipped",
         "_hole_since",
-        "_interval",
-        "_jitter",
         "_last_arrival",
         "_last_ts",
         "_late_nacked",
         "_late_seq",
         "_nack",
-        "_nack_retry",
         "_nack_wait",
         "_nacked",
         "_next",
         "_on_gap",
-        "_released_at",
         "_scan",
         "_schedule",
-        "_spread",
-        "_spread_dev",
-        "_srtt",
-        "_tail_wait",
+        "_timing",
         "_top",
         "_withheld",
         "frames",
@@ -145,30 +130,20 @@ class VideoAssembler:
             raise ValueError("capacity must be at least 2 packets")
         if nack_wait < 0:
             raise ValueError("nack_wait must not be negative")
-        if nack_retry <= 0 or tail_wait <= 0:
-            raise ValueError("nack_retry and tail_wait must be positive")
         self.sink = sink
         self._on_gap = on_gap
         self._capacity = capacity
         self._nack_wait = nack_wait
         self._nack = nack
         self._schedule = schedule
-        self._nack_retry = nack_retry
-        self._tail_wait = tail_wait
+        self._timing = RepairTiming(tail_wait, nack_retry)
         self._clock = clock
-        # (RTP timestamp, arrival) of the frame start last seen, and the smoothed time
-        # whole frames took from start to marker, with its mean deviation.
+        # (RTP timestamp, arrival) of the frame start last seen, to time whole frames.
         self._frame_began: tuple[int, float] | None = None
         self._frame_skipped = False  # a packet of the frame being timed was skipped
-        self._spread = 0.0
-        self._spread_dev = 0.0
         # A frame's spread kept back, with its marker's sequence number: the marker came
         # after a NACK for it; a copy coming later means the NACK was needless.
         self._withheld: tuple[int, float] | None = None
-        # When the last frame was released, and the smoothed deviation of frames' arrival
-        # from their RTP spacing (RFC 3550 §6.4.1's interarrival jitter, in seconds).
-        self._released_at: float | None = None
-        self._jitter = 0.0
         self._buffer: dict[int, Any] = {}  # sequence number -> aiortc RtpPacket
         # Sequence numbers, as distances from _next where it matters: the next frame
         # starts at _next; _next.._scan-1 are buffered without a marker; _top is the
@@ -181,13 +156,10 @@ class VideoAssembler:
         self._late_nacked = False  # the packet due after the last arrival was NACKed
         self._late_seq: int | None = None  # the packet the "late" rule asked for last
         self._chase = False  # the last arrival was that packet, repaired, without a marker
-        self._last_ts: int | None = None  # the last frame released: its RTP timestamp
-        self._interval: float | None = None  # and its distance from the one before (s)
         # Missing packets asked for: seq -> (first NACK, last NACK, sampled).  "sampled":
         # NACKed exactly once for a known hole, so its repair times the round trip
         # unambiguously (Karn's rule, RFC 6298 §3).
         self._nacked: dict[int, tuple[float, float, bool]] = {}
-        self._srtt: float | None = None  # NACK to repair, smoothed (RFC 6298 §2, 1/8 gain)
         self.ssrc: int | None = None  # the media SSRC packets came from (for NACKs)
         self.packets = 0
         self.frames = 0
@@ -208,7 +180,7 @@ class VideoAssembler:
     @property
     def nack_rtt(self) -> float | None:
         """Smoothed time from a NACK to its repair (None: no sample yet)."""
-        return self._srtt
+        return self._timing.srtt
 
     def add(self, packet: Any) -> tuple[bool, None]:
         """aiortc's jitter-buffer call: take one packet, release what it completes."""
@@ -235,7 +207,7 @@ class VideoAssembler:
             withheld = self._withheld
             if withheld is not None and withheld[0] == seq:
                 self._withheld = None
-                self._sample_spread(withheld[1])  # its NACK was needless: the frame's time
+                self._timing.frame_spread(withheld[1])  # its NACK was needless
             return False, None
         while ahead >= self._capacity:
             # No room up to this packet: give up the frames held behind the hole, or,
@@ -284,16 +256,12 @@ class VideoAssembler:
         if packet.sequence_number in self._nacked:
             self._withheld = (packet.sequence_number, sample)  # a repair, or a copy next?
             return
-        self._sample_spread(sample)
-
-    def _sample_spread(self, sample: float) -> None:
-        self._spread_dev += (abs(sample - self._spread) - self._spread_dev) / 4
-        self._spread += (sample - self._spread) / 8
+        self._timing.frame_spread(sample)
 
     @property
     def tail_wait(self) -> float:
         """The wait before a missing next packet is NACKed (see the module docs)."""
-        return max(self._tail_wait, self._spread + 4 * self._spread_dev)
+        return self._timing.tail_wait
 
     def poll(self) -> None:
         """The timers (at the time ``schedule`` named): NACK again what a NACK did not
@@ -329,14 +297,7 @@ class VideoAssembler:
         _first, last, sampled = entry
         self.nack_repairs += 1
         if sampled:
-            sample = now - last
-            srtt = self._srtt
-            self._srtt = sample if srtt is None else srtt + (sample - srtt) / 8
-
-    def _retry_after(self) -> float:
-        # Ask again after two round trips of NACK and repair; nack_retry until timed.
-        srtt = self._srtt
-        return self._nack_retry if srtt is None else max(2 * srtt, _MIN_RETRY)
+            self._timing.repaired(now - last)
 
     def _late(self) -> tuple[int, float] | None:
         """The packet due next and when to NACK it if it has not come: ``tail_wait``
@@ -350,14 +311,15 @@ class VideoAssembler:
             seq = (self._top + 1) & 0xFFFF
             if not last.marker:
                 return seq, self._last_arrival + (0.0 if self._chase else self.tail_wait)
-        if self._interval is None:
+        timing = self._timing
+        if timing.interval is None:
             return None
         # A jittery publisher's next frame is often a little late: wait for that too.
-        wait = max(self.tail_wait, 4 * self._jitter)
-        return seq, self._last_arrival + self._interval + wait
+        wait = max(timing.tail_wait, 4 * timing.jitter)
+        return seq, self._last_arrival + timing.interval + wait
 
     def _send_nacks(self, now: float) -> None:
-        nacked, retry, wait = self._nacked, self._retry_after(), self._nack_wait
+        nacked, retry, wait = self._nacked, self._timing.retry_after(), self._nack_wait
         due = [
             s
             for s, (first, last, _) in nacked.items()
@@ -392,7 +354,7 @@ class VideoAssembler:
         if self._hole_since is not None and self._hole_since + self._nack_wait > now:
             when = self._hole_since + self._nack_wait
         if self._nack is not None:
-            retry, wait = self._retry_after(), self._nack_wait
+            retry, wait = self._timing.retry_after(), self._nack_wait
             for first, last, _ in self._nacked.values():
                 if now - first < wait and (when is None or last + retry < when):
                     when = last + retry
@@ -444,14 +406,7 @@ class VideoAssembler:
             self._top = self._next
         self._hole_since = None
         self.frames += 1
-        if self._last_ts is not None:
-            step = (timestamp - self._last_ts) & 0xFFFFFFFF
-            self._interval = step / _VP8_CLOCK if 0 < step <= _MAX_STEP else None
-            if self._interval is not None and self._released_at is not None:
-                d = abs(self._last_arrival - self._released_at - self._interval)
-                self._jitter += (d - self._jitter) / 16
-        self._last_ts = timestamp
-        self._released_at = self._last_arrival
+        self._timing.frame_released(timestamp, self._last_arrival)
         self.sink(payloads, timestamp)
 
     def _check_hole(self, now: float) -> None:
@@ -500,32 +455,3 @@ class VideoAssembler:
         self._hole_since = None
         self.gaps += 1
         self._on_gap()
-
-
-class AudioAssembler:
-    """Opus: each RTP packet is one frame, released on arrival (see the module docs)."""
-
-    __slots__ = ("_last", "frames", "late_packets", "packets", "sink")
-
-    def __init__(self, sink: FrameSink) -> None:
-        self.sink = sink
-        self._last: int | None = None
-        self.packets = 0
-        self.frames = 0
-        self.late_packets = 0
-
-    @property
-    def capacity(self) -> int:
-        return 1
-
-    def add(self, packet: Any) -> tuple[bool, None]:
-        self.packets += 1
-        seq: int = packet.sequence_number
-        last = self._last
-        if last is not None and (seq - last - 1) & 0xFFFF >= _HALF:
-            self.late_packets += 1  # duplicate, or older than one already forwarded
-            return False, None
-        self._last = seq
-        self.frames += 1
-        self.sink([packet.payload], packet.timestamp)
-        return False, None

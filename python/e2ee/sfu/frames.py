@@ -5,11 +5,21 @@ payload descriptor and data, or one Opus frame), in order, with the publisher's 
 timestamp.  The router relays these payloads unchanged and rewrites only the RTP header
 per subscriber (:mod:`e2ee.sfu.egress`).  :class:`Totals` are the router-wide counters
 that the ingress and egress sides update and :meth:`e2ee.sfu.router.Router.stats` reports.
+A :data:`FrameSink` is where the ingress assemblers put each whole frame.
 """
 
 from __future__ import annotations
 
-__all__ = ["RelayFrame", "Totals"]
+from collections.abc import Callable
+
+__all__ = ["SEQ_HALF", "FrameSink", "RelayFrame", "Totals"]
+
+#: ``sink(payloads, timestamp)``: one whole frame, its RTP payloads in sequence order.
+FrameSink = Callable[[list[bytes], int], None]
+
+#: RTP sequence numbers compare modulo 2**16: ``(a - b) & 0xFFFF < SEQ_HALF`` means ``a``
+#: is not older than ``b`` (RFC 3550 §A.1).
+SEQ_HALF = 0x8000
 
 
 class RelayFrame:

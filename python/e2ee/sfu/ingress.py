@@ -45,7 +45,8 @@ from aiortc import RTCRtpReceiver, RTCRtpTransceiver
 
 from e2ee.errors import CodecError
 from e2ee.rtc import compat
-from e2ee.sfu.assembler import AudioAssembler, VideoAssembler
+from e2ee.sfu.assembler import VideoAssembler
+from e2ee.sfu.audio_assembler import AudioAssembler
 from e2ee.sfu.frames import RelayFrame, Totals
 from e2ee.sfu.keyframes import PliScheduler
 from e2ee.sfu.policy import VP8_INVALID, VP8_KEY, FrameGate, classify_vp8

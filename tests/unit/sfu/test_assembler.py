@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from e2ee.sfu.assembler import AudioAssembler, VideoAssembler, vp8_frame_start
+from e2ee.sfu.assembler import VideoAssembler, vp8_frame_start
 
 
 @dataclass
@@ -324,15 +324,6 @@ def test_bad_arguments() -> None:
         VideoAssembler(lambda p, t: None, lambda: None, nack_wait=-1)
     with pytest.raises(ValueError, match="nack_retry"):
         VideoAssembler(lambda p, t: None, lambda: None, nack_retry=0)
-
-
-def test_audio_leaves_on_arrival_and_drops_duplicates_and_late_packets() -> None:
-    out: list[int] = []
-    audio = AudioAssembler(lambda payloads, ts: out.append(ts))
-    for seq, ts in ((65535, 0), (0, 960), (0, 960), (2, 2880), (1, 1920), (3, 3840)):
-        assert audio.add(Packet(seq, ts, True, b"\xfc")) == (False, None)
-    assert out == [0, 960, 2880, 3840]
-    assert audio.late_packets == 2
 
 
 def test_tail_wait_follows_how_long_frames_take_to_come_in() -> None:
