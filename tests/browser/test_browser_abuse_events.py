@@ -47,7 +47,7 @@ from e2ee.server.errors import (
     CLOSE_TOO_SLOW,
 )
 from e2ee.server.rooms import MAX_CONNECTIONS_PER_TOKEN
-from e2ee.server.signaling import MAX_MESSAGE_BYTES
+from e2ee.server.ws_endpoint import MAX_MESSAGE_BYTES
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

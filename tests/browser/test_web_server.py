@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from browser.helpers import DevServer
-from e2ee.server.app import _STATIC_NAME
+from e2ee.server.static import _STATIC_NAME
 
 STATIC = Path(__file__).resolve().parents[2] / "python" / "e2ee" / "web" / "static"
 

@@ -1,7 +1,7 @@
 """The session server's aiohttp application: REST API (:mod:`e2ee.server.rest`),
-signaling WebSocket (:mod:`e2ee.server.signaling`), live state (:mod:`e2ee.server.hub`,
-:mod:`e2ee.server.rooms`), media routers (:mod:`e2ee.server.media`), durable state
-(:mod:`e2ee.server.store`).
+signaling WebSocket (:mod:`e2ee.server.ws_endpoint`, :mod:`e2ee.server.signaling`), live
+state (:mod:`e2ee.server.hub`, :mod:`e2ee.server.rooms`), media routers
+(:mod:`e2ee.server.media`), durable state (:mod:`e2ee.server.store`).
 
 Run it with ``e2ee serve --port 8080 --data-dir ./e2ee-data`` or :func:`run`.  On first
 start it creates the project credentials in the data directory (SQLite, file mode 0600)
@@ -12,17 +12,7 @@ serve it behind a TLS-terminating proxy (clients must use https/wss).
 ``GET /healthz`` answers ``{"status": "ok"}`` without authentication.  ``GET /v1/metrics``
 (project auth) gives the event loop's lag (:class:`e2ee.server.looplag.LoopLagProbe`).
 
-The browser client is served from the package data of :mod:`e2ee.web` (plain ES modules,
-no build step): ``GET /`` is its page (``index.html``) and ``GET /static/<name>`` its
-files, from one flat directory.  Names are checked against a strict pattern before any
-lookup (no path separators, no leading dot), so nothing outside that directory can be
-named.  Every response says what it is (``text/javascript`` for modules, which module
-workers require), is revalidated on every load (``Cache-Control: no-cache`` with an
-``ETag``: a new version of the client is never mixed with a cached one), and carries
-``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` (the page's URL
-may carry a session token).  The page gets a Content-Security-Policy that allows only
-this origin's scripts, workers and connections (and, in cluster mode, connections to
-the live nodes a join may be redirected to: :mod:`e2ee.server.page_policy`).
+The browser client's page and files: :mod:`e2ee.server.static`.
 
 Hostile clients: the access log and every log line carrying request text escape it
 (:func:`e2ee.server.logs.clean`); requests aiohttp's parser rejects get a JSON
@@ -47,11 +37,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
-import importlib.resources
 import ipaddress
 import logging
-import re
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -74,9 +61,10 @@ from e2ee.server.limits import AddressLimiter, ServerLimits, address_key
 from e2ee.server.logs import RateLimitFilter, clean
 from e2ee.server.looplag import LoopLagProbe
 from e2ee.server.media import RouterFactory, default_router_factory, preload_router
-from e2ee.server.page_policy import CLUSTER_NODE, cluster_urls, page_policy
-from e2ee.server.signaling import websocket_handler
+from e2ee.server.page_policy import CLUSTER_NODE
+from e2ee.server.static import index, static_file
 from e2ee.server.store import DEFAULT_DATA_DIR, SQLiteStore, Store, db_path
+from e2ee.server.ws_endpoint import websocket_handler
 
 if TYPE_CHECKING:
     from e2ee.server.cluster.node import ClusterConfig, ClusterNode
@@ -206,64 +194,6 @@ async def metrics(request: web.Request) -> web.Response:
         "gc": request.app[GC_PAUSES].snapshot(gc_since),
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
-
-
-# -- the browser client -------------------------------------------------------------------
-
-#: The package whose ``static/`` directory holds the browser client (data only).
-WEB_PACKAGE = "e2ee.web"
-#: A static file name: one path segment, no leading dot.
-_STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".png": "image/png",
-    ".svg": "image/svg+xml",
-    ".ico": "image/x-icon",
-}
-
-
-def _read_static(name: str) -> bytes | None:
-    if not _STATIC_NAME.fullmatch(name) or ".." in name:
-        return None
-    resource = importlib.resources.files(WEB_PACKAGE) / "static" / name
-    try:
-        return resource.read_bytes() if resource.is_file() else None
-    except OSError:
-        return None
-
-
-async def _static_response(request: web.Request, name: str) -> web.StreamResponse:
-    suffix = name[name.rfind(".") :] if "." in name else ""
-    content_type = _CONTENT_TYPES.get(suffix)
-    body = _read_static(name) if content_type else None
-    if body is None or content_type is None:
-        raise ApiError("not_found", "no such file", 404)
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {
-        "Content-Type": content_type,
-        "Cache-Control": "no-cache",
-        "ETag": etag,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-    }
-    if suffix == ".html":
-        nodes = await cluster_urls(request.app)
-        headers["Content-Security-Policy"] = page_policy(request.host, nodes)
-        headers["X-Frame-Options"] = "DENY"
-    if etag in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=body, headers=headers)
-
-
-async def index(request: web.Request) -> web.StreamResponse:
-    return await _static_response(request, "index.html")
-
-
-async def static_file(request: web.Request) -> web.StreamResponse:
-    return await _static_response(request, request.match_info["name"])
 
 
 async def create_app(

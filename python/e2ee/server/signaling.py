@@ -1,13 +1,10 @@
-"""The signaling WebSocket: ``GET /v1/sessions/{session_id}/ws?token=<session token>``.
+"""The signaling WebSocket's messages, once a client is in (the endpoint that lets it in:
+:mod:`e2ee.server.ws_endpoint`).
 
 Every message both ways, every error code and close code, and the rate limits are in
 ``docs/api.md`` (checked against this module by ``tests/unit/test_docs_api.py``); this
 docstring only says how the module is built.
 
-* The upgrade always succeeds, and a refused client then gets one JSON error and a
-  close code (4400/4401/4403/4404/4429): a browser's WebSocket API never shows the
-  HTTP status of a failed upgrade.  Only the per-address budgets answer HTTP 429 before
-  the upgrade (:mod:`e2ee.server.app`).
 * One :class:`Session` per accepted connection; :data:`HANDLERS` maps a message type to
   its ``on_*`` method.  A client's messages are handled one after the other, in order,
   with a turn for the other clients between two of them, so a burst read in one TCP
@@ -16,33 +13,19 @@ docstring only says how the module is built.
   a client that keeps sending over its limits is closed with 4029.
 * Before a close the server initiates (but 1009), the client gets ``{"type":
   "disconnected", "reason": ...}`` as its last message; its queue keeps room for it.
-* Cluster mode (docs/cluster.md): once the token and the session check out, the node
-  places the session (:meth:`e2ee.server.hub.ClusterHooks.place`); if another node owns
-  it, the client gets ``redirect`` with that node's URL and close 4302; if the shared
-  state is out of reach, ``cluster_unavailable`` and close 4503.
 * Relayed sessions: signaling only; ``publish``/``subscribe`` answer
   ``not_implemented`` and ``signal`` carries the peers' own SDP.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-from aiohttp import WSMsgType, web
 
 from e2ee.server.connection import Connection, new_id
 from e2ee.server.errors import (
-    CLOSE_BAD_REQUEST,
-    CLOSE_CLUSTER_UNAVAILABLE,
-    CLOSE_FORBIDDEN,
-    CLOSE_NOT_FOUND,
-    CLOSE_PARTICIPANT_LIMIT,
     CLOSE_RATE_LIMITED,
-    CLOSE_REDIRECT,
-    CLOSE_UNAUTHORIZED,
     ApiError,
 )
 from e2ee.server.hub import Hub
@@ -55,7 +38,6 @@ from e2ee.server.rooms import (
     Stream,
     Subscription,
 )
-from e2ee.server.tokens import TokenError, TokenWrongSession
 from e2ee.server.validate import (
     MAX_ID_CHARS,
     check_sdp,
@@ -67,18 +49,15 @@ from e2ee.server.validate import (
     str_field,
 )
 
-__all__ = ["MAX_MESSAGE_BYTES", "SOFT_MESSAGE_CHARS", "websocket_handler"]
+__all__ = ["HANDLERS", "SOFT_MESSAGE_CHARS", "Session"]
 
 log = logging.getLogger(__name__)
 
 #: Messages longer than this (characters) get a ``message_too_large`` error.
 SOFT_MESSAGE_CHARS = 256 * 1024
-#: Frames longer than this (bytes) close the connection with 1009.
-MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_SIGNAL_DATA_BYTES = 8 * 1024
 MAX_SIGNAL_KIND_CHARS = 128
 MAX_STREAM_NAME_CHARS = 256
-HEARTBEAT_SECONDS = 20.0
 
 Handler = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
@@ -359,143 +338,8 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-_tasks: set[asyncio.Task[Any]] = set()
-
-
-def _spawn(aw: Coroutine[Any, Any, Any]) -> None:
-    task = asyncio.get_running_loop().create_task(aw)
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
-
-
 async def _discard(aw: Awaitable[Any]) -> None:
     try:
         await aw
     except Exception as exc:
         log.debug("router clean-up failed: %r", exc)
-
-
-# -- the endpoint -----------------------------------------------------------------------
-
-
-async def _refuse(ws: web.WebSocketResponse, code: int, err: ApiError) -> web.WebSocketResponse:
-    try:
-        await ws.send_json(err.body())
-        await ws.close(code=code, message=err.code.encode())
-    except Exception as exc:
-        log.debug("refusing a WebSocket failed: %r", exc)
-    return ws
-
-
-def _unavailable() -> ApiError:
-    return ApiError(
-        "cluster_unavailable",
-        "the cluster's shared state is out of reach, so the session cannot be placed: "
-        "retry in a few seconds",
-        503,
-    )
-
-
-async def _redirect(ws: web.WebSocketResponse, node_id: str, url: str) -> web.WebSocketResponse:
-    """Tells the client which node owns the session, then closes with 4302."""
-    try:
-        await ws.send_json({"type": "redirect", "url": url, "node_id": node_id})
-        await ws.close(code=CLOSE_REDIRECT, message=b"redirect")
-    except Exception as exc:
-        log.debug("redirecting a WebSocket failed: %r", exc)
-    return ws
-
-
-def _session_hello(room: Room, conn: Connection) -> dict[str, Any]:
-    r = room.record
-    return {
-        "type": "session",
-        "session": {
-            "id": r.id,
-            "e2ee": r.e2ee,
-            "media_mode": r.media_mode,
-            "suite": r.suite,
-            "kdf_iterations": r.kdf_iterations,
-            "max_participants": r.max_participants,
-        },
-        "connection": conn.public(),
-        "connections": room.connections_public(),
-        "streams": room.streams_public(),
-    }
-
-
-async def websocket_handler(request: web.Request, hub: Hub) -> web.StreamResponse:
-    session_id = request.match_info["session_id"]
-    ws = web.WebSocketResponse(
-        max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_SECONDS, autoping=True
-    )
-    if not ws.can_prepare(request).ok:
-        raise ApiError("bad_request", "this endpoint needs a WebSocket upgrade", 400)
-    await ws.prepare(request)
-
-    token = request.query.get("token")
-    if not token:
-        return await _refuse(
-            ws, CLOSE_BAD_REQUEST, ApiError("token_missing", "a 'token' query parameter is needed")
-        )
-    try:
-        claims = await hub.verify_session_token(token, session_id)
-        if hub.cluster is not None and session_id not in hub.rooms:
-            hub.forget(session_id)  # another node may have deleted it: read it again
-        record = await hub.session(session_id)
-        if record is not None and hub.cluster is not None:
-            owner = await hub.cluster.place(session_id)
-            if owner is not None:
-                return await _redirect(ws, *owner)
-    except TokenWrongSession as exc:
-        return await _refuse(ws, CLOSE_FORBIDDEN, ApiError(exc.code, exc.message))
-    except TokenError as exc:
-        return await _refuse(ws, CLOSE_UNAUTHORIZED, ApiError(exc.code, exc.message))
-    except Exception as exc:
-        if hub.cluster is None or not hub.cluster.unavailable(exc):
-            raise
-        log.warning("refused a join of session %s: the cluster is unavailable", session_id)
-        return await _refuse(ws, CLOSE_CLUSTER_UNAVAILABLE, _unavailable())
-    if record is None:
-        return await _refuse(ws, CLOSE_NOT_FOUND, ApiError("session_not_found", "no such session"))
-
-    conn = Connection(ws, claims.role, claims.data, claims.jti, claims.expires_at)
-    room = hub.room(record)
-    try:
-        room.add_connection(conn)
-    except ApiError as err:
-        conn.alive = False
-        await conn.wait_closed(0)
-        if not room.connections:
-            await hub.retire(room)
-        # A revocation that lands between the token check and the join is still 4401.
-        close = CLOSE_UNAUTHORIZED if err.code == "token_revoked" else CLOSE_PARTICIPANT_LIMIT
-        return await _refuse(ws, close, err)
-
-    conn.on_too_slow = lambda: _spawn(room.remove_connection(conn, "too_slow"))
-    log.info("connection %s joined session %s as %s", conn.id, record.id, conn.role)
-    conn.send(_session_hello(room, conn))
-    session = Session(hub, room, conn)
-    try:
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                await session.handle_text(msg.data)
-                # Fair scheduling: frames already buffered are handed over without a
-                # pause, so let the other tasks (the writers above all) run in between.
-                await asyncio.sleep(0)
-            elif msg.type == WSMsgType.BINARY:
-                await session.handle_binary()
-                await asyncio.sleep(0)
-            elif msg.type == WSMsgType.ERROR:
-                log.info("connection %s: WebSocket error %r", conn.id, ws.exception())
-                break
-            if not conn.alive:
-                break
-    except Exception:
-        log.exception("connection %s failed", conn.id)
-    finally:
-        await room.remove_connection(conn, "disconnected")
-        conn.close(1000, "")
-        await conn.wait_closed()
-        log.info("connection %s left session %s", conn.id, record.id)
-    return ws
