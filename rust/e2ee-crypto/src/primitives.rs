@@ -621,7 +621,11 @@ mod tests {
                     assert_eq!((got, tag), (want.clone(), want_tag), "{imp:?} n={n}");
                     let mut got = plain.clone();
                     let tag = gcm.seal(imp, &nonce, b"hd", b"md", None, &mut got);
-                    assert_eq!((got, tag), (want.clone(), want_tag), "{imp:?} n={n} in place");
+                    assert_eq!(
+                        (got, tag),
+                        (want.clone(), want_tag),
+                        "{imp:?} n={n} in place"
+                    );
                 }
                 let aead = AeadKey::Gcm(GcmKey::new(&key, |_| false).unwrap());
                 let mut opened = vec![0u8; n];

@@ -248,20 +248,22 @@ pub(crate) fn send_runs(
 /// Whether the kernel knows `UDP_SEGMENT` on this socket (Linux 4.18 and later): an
 /// older one would ignore the option and send the run as ONE datagram, so ask first.
 pub(crate) fn gso_supported(fd: RawFd) -> bool {
+    int_option(fd, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok()
+}
+
+/// An integer socket option of `fd` (`getsockopt(2)`).
+fn int_option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are live locals of the sizes given; the kernel writes at
-    // most `len` bytes into `value`.  Reading the option changes nothing.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_UDP,
-            libc::UDP_SEGMENT,
-            ptr::from_mut(&mut value).cast(),
-            &mut len,
-        )
-    };
-    rc == 0
+    // most `len` bytes into `value`.  Reading an option changes nothing.
+    let rc =
+        unsafe { libc::getsockopt(fd, level, name, ptr::from_mut(&mut value).cast(), &mut len) };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A descriptor of its own for the UDP socket `fd`, closed when dropped: a fan-out leg
@@ -269,22 +271,7 @@ pub(crate) fn gso_supported(fd: RawFd) -> bool {
 /// reused (asyncio closes a transport's socket one loop turn after `close()`).  Refused
 /// (`EINVAL`) unless `fd` is a datagram socket.
 pub(crate) fn dup_datagram_socket(fd: RawFd) -> io::Result<OwnedFd> {
-    let mut kind: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `kind` and `len` are live locals of the sizes given; the kernel writes at
-    // most `len` bytes into `kind`.  Reading the option changes nothing.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            ptr::from_mut(&mut kind).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let kind = int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
     if kind != libc::SOCK_DGRAM {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }

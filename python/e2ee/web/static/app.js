@@ -15,6 +15,7 @@
 
 import { connect, hasEndToEndEncryptionSupport } from "./e2ee.js";
 import { looksLikeSource, syntheticAudioTrack, syntheticVideoTrack, videoHalves } from "./synthetic.js";
+import { layoutGrid, newTile, setTileState } from "./tiles.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -122,67 +123,21 @@ function showError(el, error) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Tiles
+// Tiles (tiles.js), and the "waiting for others" hint
 // ---------------------------------------------------------------------------------------
 
-function makeTile(name, { isLocal = false } = {}) {
-  const tile = $("tile-template").content.firstElementChild.cloneNode(true);
-  tile.querySelector(".name").textContent = name;
-  if (isLocal) {
-    tile.classList.add("local");
-    tile.dataset.state = "ok";
-    $("grid").prepend(tile);
-  } else {
-    $("grid").append(tile);
-  }
+function makeTile(name, options) {
+  const tile = newTile($("grid"), $("tile-template"), name, options);
   layout();
   return tile;
 }
 
-const TILE_GAP = 14;
-const TILE_ASPECT = 4 / 3;
-
-/** The tile width that makes the largest 4:3 tiles fit the grid (in the best number of
- * columns). */
 function layout() {
-  const grid = $("grid");
-  const n = grid.querySelectorAll(".tile").length;
   $("waiting").hidden = remotes.size > 0 || !state.connected;
-  if (!n) return;
-  const { width, height } = grid.getBoundingClientRect();
-  let best = { cols: 1, w: 0 };
-  for (let cols = 1; cols <= n; cols++) {
-    const rows = Math.ceil(n / cols);
-    const w = Math.min(
-      (width - TILE_GAP * (cols - 1)) / cols,
-      ((height - TILE_GAP * (rows - 1)) / rows) * TILE_ASPECT,
-    );
-    if (w > best.w) best = { cols, w };
-  }
-  grid.style.setProperty("--tile-w", `${Math.max(160, Math.floor(best.w))}px`);
+  layoutGrid($("grid"));
 }
 
 new ResizeObserver(() => layout()).observe(document.documentElement);
-
-const BANNERS = {
-  connecting: ["Connecting…", "Setting up the encrypted stream"],
-  mismatch: ["Secret mismatch", "This participant uses a different secret. Ask for the current one."],
-  missing: ["No secret set", "Set the shared secret to see and hear this participant."],
-  "no-media": ["No media", "Nothing is arriving from this participant right now."],
-};
-
-function setTileState(tile, streamState) {
-  if (tile.dataset.state === streamState) return;
-  tile.dataset.state = streamState;
-  const text = tile.querySelector(".banner-text");
-  const banner = BANNERS[streamState];
-  text.replaceChildren();
-  if (banner) {
-    const small = document.createElement("small");
-    small.textContent = banner[1];
-    text.append(banner[0], small);
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 // Joining

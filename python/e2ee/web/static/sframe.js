@@ -4,7 +4,7 @@
 // two are checked against each other and against the official vectors by
 // tests/browser/test_sframe_js.py.
 //
-// Plain ES module, no dependencies.  It needs a secure context (https:, or
+// Plain ES modules, no dependencies beyond these files.  It needs a secure context (https:, or
 // http://127.0.0.1 / localhost) for crypto.subtle, and runs in windows and workers alike
 // (an RTCRtpScriptTransform worker imports it).
 //
@@ -14,552 +14,65 @@
 // - KID and CTR are 64-bit unsigned integers, always BigInt.
 // - Errors are E2eeError with a `.code` (the names of docs/protocol.md §7) and, for
 //   DecryptionInternalError, a `.reason`.  Messages never contain a secret or a key.
-
-// ---------------------------------------------------------------------------------------
-// Constants (docs/protocol.md §2, §3, §6)
-// ---------------------------------------------------------------------------------------
-
-/** Shortest and longest secret, in Unicode code points after NFC (protocol.md §2). */
-export const MIN_SECRET_CHARS = 8;
-export const MAX_SECRET_CHARS = 256;
-/** PBKDF2 iteration bounds (protocol.md §2); the server picks the count. */
-export const MIN_ITERATIONS = 1;
-export const MAX_ITERATIONS = 10_000_000;
-/** Longest session id in the PBKDF2 salt, in UTF-8 bytes. */
-export const MAX_SESSION_ID_LEN = 1024;
-/** Widest replay window (protocol.md §6); 0 turns replay protection off. */
-export const MAX_REPLAY_WINDOW = 128;
-/** Authenticated KIDs a FrameReceiver keeps keys for (the core's LIVE_KIDS). */
-export const LIVE_KIDS = 16;
-/** Evicted KIDs whose highest CTR is remembered (the core's RETIRED_KIDS). */
-export const RETIRED_KIDS = 1024;
-
-const U64_MAX = (1n << 64n) - 1n;
-const U128_MASK = (1n << 128n) - 1n;
-/** Largest plaintext: AES-CTR's 32-bit block counter must not wrap (protocol.md §3). */
-const MAX_PLAINTEXT_LEN = 0xffffffff * 16;
-const SALT_PREFIX = "e2ee v1 session ";
-const SECRET_ID_INFO = "e2ee v1 secret id";
-const KEY_LABEL = "SFrame 1.0 Secret key ";
-const SALT_LABEL = "SFrame 1.0 Secret salt ";
-
-/**
- * The cipher suites this module implements (the IANA "SFrame Cipher Suites" registry;
- * protocol.md §3).  Any other suite number throws (`code = "UnsupportedCipherSuite"`).
- *
- * - `aead`: `"gcm"` (AES-GCM) or `"ctr-hmac"` (RFC 9605 §4.5.1).
- * - `hash`: the WebCrypto name of the suite's HKDF (and HMAC) hash.
- * - `nh`, `nka`, `nk`, `nn`, `nt`: byte lengths of the hash output, the AES key, the
- *   whole AEAD key, the nonce and the tag.  (RFC 9605 has no Nka for GCM; as in the
- *   core it is the AES key length there.)
- *
- * @type {Readonly<Record<number, Readonly<{id: number, name: string, aead: string,
- *   hash: string, nh: number, nka: number, nk: number, nn: number, nt: number}>>>}
- */
-export const SUITES = Object.freeze({
-  5: Object.freeze({
-    id: 5,
-    name: "AES_256_GCM_SHA512_128",
-    aead: "gcm",
-    hash: "SHA-512",
-    nh: 64,
-    nka: 32,
-    nk: 32,
-    nn: 12,
-    nt: 16,
-  }),
-  6: Object.freeze({
-    id: 6,
-    name: "AES_256_CTR_HMAC_SHA512_80",
-    aead: "ctr-hmac",
-    hash: "SHA-512",
-    nh: 64,
-    nka: 32,
-    nk: 96,
-    nn: 12,
-    nt: 10,
-  }),
-});
-
-// ---------------------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------------------
-
-/**
- * Every error this module raises on purpose.  `code` is one of: InvalidEncryptionSecret,
- * EncryptionSecretMissing, EncryptionSecretMismatch (`.kid`), DecryptionInternalError
- * (`.reason`: "authentication" | "malformed" | "replayed"), EncryptionInternalError,
- * AuthenticationFailed, MalformedHeader, InvalidLength, FrameTooShort, UnknownKeyId,
- * UnsupportedCipherSuite, UnsupportedCodec, KidReused.  Wrong argument types raise a
- * plain TypeError or RangeError instead.
- */
-export class E2eeError extends Error {
-  /**
-   * @param {string} code
-   * @param {string} message
-   * @param {{cause?: unknown, reason?: string, kid?: bigint, ctr?: bigint}} [details]
-   */
-  constructor(code, message, details = {}) {
-    const { cause, ...fields } = details;
-    super(message, cause === undefined ? undefined : { cause });
-    this.name = code;
-    this.code = code;
-    Object.assign(this, fields);
-  }
-}
-
-function fail(code, message, details) {
-  return new E2eeError(code, message, details);
-}
-
-// ---------------------------------------------------------------------------------------
-// Small helpers
-// ---------------------------------------------------------------------------------------
-
-/** crypto.subtle, or a clear error outside a secure context. */
-function subtle() {
-  const s = globalThis.crypto?.subtle;
-  if (!s) {
-    throw new Error("crypto.subtle is unavailable: sframe.js needs a secure context");
-  }
-  return s;
-}
-
-/** A Uint8Array view of any BufferSource (no copy). */
-function toBytes(x, what = "bytes") {
-  if (x instanceof Uint8Array) return x;
-  if (x instanceof ArrayBuffer) return new Uint8Array(x);
-  if (ArrayBuffer.isView(x)) return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
-  throw new TypeError(`${what} must be a Uint8Array, ArrayBuffer or ArrayBufferView`);
-}
-
-function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-const utf8 = (s) => new TextEncoder().encode(s);
-
-function checkU64(v, what) {
-  if (typeof v !== "bigint") throw new TypeError(`${what} must be a BigInt`);
-  if (v < 0n || v > U64_MAX) throw new RangeError(`${what} must be from 0 to 2^64 - 1`);
-  return v;
-}
-
-/** `v` as an `n`-byte big-endian integer. */
-function bigEndian(v, n) {
-  const out = new Uint8Array(n);
-  for (let i = n - 1; i >= 0; i--, v >>= 8n) out[i] = Number(v & 0xffn);
-  return out;
-}
-
-function readBigEndian(bytes, at, n) {
-  let v = 0n;
-  for (let i = 0; i < n; i++) v = (v << 8n) | BigInt(bytes[at + i]);
-  return v;
-}
-
-/**
- * Equality of two byte strings without an early exit, so that the time taken does not
- * say where they differ (the spirit of a constant-time compare; a JS engine gives no
- * hard guarantee).
- */
-function constantTimeEqual(a, b) {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
-  return diff === 0;
-}
-
-const hexKid = (kid) => `0x${kid.toString(16).padStart(16, "0")}`;
-
-function suiteInfo(suite) {
-  const s = Number.isInteger(suite) ? SUITES[suite] : undefined;
-  if (!s) {
-    throw fail("UnsupportedCipherSuite", `cipher suite ${String(suite)} is not supported (5 or 6)`);
-  }
-  return s;
-}
-
-/** `"vp8"`, `"opus"`, or the MIME forms `video/VP8`, `audio/opus`, in any case. */
-function parseCodec(name) {
-  const lower = typeof name === "string" ? name.toLowerCase() : "";
-  if (lower === "vp8" || lower === "video/vp8") return "vp8";
-  if (lower === "opus" || lower === "audio/opus") return "opus";
-  throw fail("UnsupportedCodec", `codec ${String(name)} is not supported (vp8 or opus)`);
-}
-
-function checkSecretKey(key) {
-  const bytes = toBytes(key, "secret key");
-  if (bytes.length !== 32) {
-    throw fail("InvalidLength", `a secret key is 32 bytes, not ${bytes.length}`);
-  }
-  return bytes;
-}
-
-// ---------------------------------------------------------------------------------------
-// Secret to keys (protocol.md §2)
-// ---------------------------------------------------------------------------------------
-
-/**
- * The secret in Unicode NFC, checked to be 8 to 256 code points long (protocol.md §2.1).
- * Cheap: use it to validate input before the slow {@link deriveSecretKey}.
- *
- * @param {string} secret
- * @returns {string} the NFC form
- * @throws {E2eeError} `code = "InvalidEncryptionSecret"`; the message gives the length,
- *   never the secret
- */
-export function normalizeSecret(secret) {
-  if (typeof secret !== "string") {
-    throw fail("InvalidEncryptionSecret", "the encryption secret must be a string");
-  }
-  // A lone surrogate has no UTF-8 form: TextEncoder would silently turn it into U+FFFD
-  // (and the core, which takes a Rust str, cannot receive it at all).
-  if (!secret.isWellFormed()) {
-    throw fail("InvalidEncryptionSecret", "the encryption secret is not valid Unicode");
-  }
-  const nfc = secret.normalize("NFC");
-  const n = [...nfc].length; // code points, not UTF-16 units
-  if (n < MIN_SECRET_CHARS) {
-    throw fail(
-      "InvalidEncryptionSecret",
-      `invalid encryption secret: ${n} characters, at least ${MIN_SECRET_CHARS} are needed`,
-    );
-  }
-  if (n > MAX_SECRET_CHARS) {
-    throw fail(
-      "InvalidEncryptionSecret",
-      `invalid encryption secret: ${n} characters, at most ${MAX_SECRET_CHARS} are allowed`,
-    );
-  }
-  return nfc;
-}
-
-/**
- * `secret_key = PBKDF2-HMAC-SHA256(P = UTF-8(NFC(secret)), S = "e2ee v1 session " ||
- * UTF-8(sessionId), c = iterations, dkLen = 32)` (protocol.md §2.2, RFC 8018 §5.2).
- *
- * @param {string} secret the shared encryption secret (8 to 256 code points after NFC)
- * @param {string} sessionId 1 to 1024 bytes of UTF-8
- * @param {number} iterations 1 to 10,000,000 (a session parameter; refuse low counts in
- *   production, protocol.md §1)
- * @returns {Promise<Uint8Array>} the 32-byte secret key
- * @throws {E2eeError} `code = "InvalidEncryptionSecret"` for a bad secret;
- *   RangeError/TypeError for bad iterations or session id
- */
-export async function deriveSecretKey(secret, sessionId, iterations) {
-  const nfc = normalizeSecret(secret);
-  if (!Number.isInteger(iterations) || iterations < MIN_ITERATIONS || iterations > MAX_ITERATIONS) {
-    throw new RangeError(
-      `iterations must be an integer from ${MIN_ITERATIONS} to ${MAX_ITERATIONS}, not ${iterations}`,
-    );
-  }
-  if (typeof sessionId !== "string" || !sessionId.isWellFormed()) {
-    throw new TypeError("the session id must be a well-formed string");
-  }
-  const sid = utf8(sessionId);
-  if (sid.length === 0 || sid.length > MAX_SESSION_ID_LEN) {
-    throw new RangeError(`session id must be 1 to ${MAX_SESSION_ID_LEN} bytes, not ${sid.length}`);
-  }
-  const password = utf8(nfc);
-  try {
-    const key = await subtle().importKey("raw", password, "PBKDF2", false, ["deriveBits"]);
-    const params = { name: "PBKDF2", hash: "SHA-256", salt: concat(utf8(SALT_PREFIX), sid), iterations };
-    return new Uint8Array(await subtle().deriveBits(params, key, 256));
-  } finally {
-    password.fill(0);
-  }
-}
-
-/**
- * HKDF (RFC 5869) with an empty salt: `HKDF-Expand(HKDF-Extract("", ikm), info, length)`.
- * WebCrypto runs Extract and Expand in one call.
- */
-async function hkdf(hash, ikm, info, length) {
-  const key = await subtle().importKey("raw", ikm, "HKDF", false, ["deriveBits"]);
-  const params = { name: "HKDF", hash, salt: new Uint8Array(0), info };
-  return new Uint8Array(await subtle().deriveBits(params, key, length * 8));
-}
-
-/**
- * `secret_id = HKDF-SHA256(IKM = secretKey, salt = "", info = "e2ee v1 secret id", L = 2)`
- * read as a big-endian 16-bit number (protocol.md §2.3).  It names a secret without
- * revealing it, and is the top 16 bits of every KID made for it.
- *
- * @param {Uint8Array} secretKey the 32-byte key from {@link deriveSecretKey}
- * @returns {Promise<number>} 0 to 65535
- */
-export async function secretId(secretKey) {
-  const id = await hkdf("SHA-256", checkSecretKey(secretKey), utf8(SECRET_ID_INFO), 2);
-  return (id[0] << 8) | id[1];
-}
-
-/**
- * A fresh KID for one (track, secret): `secretId << 48 | r`, with `r` 48 random bits from
- * `crypto.getRandomValues` (protocol.md §2.4).  Draw a new one for every secret a track
- * encrypts under, even one used before.
- *
- * @param {number} secretId 0 to 65535
- * @returns {bigint}
- */
-export function newKid(secretId) {
-  if (!Number.isInteger(secretId) || secretId < 0 || secretId > 0xffff) {
-    throw new RangeError("secretId must be an integer from 0 to 65535");
-  }
-  const r = globalThis.crypto.getRandomValues(new Uint8Array(6));
-  return (BigInt(secretId) << 48n) | readBigEndian(r, 0, 6);
-}
-
-/**
- * The `secret_id` a KID was made for: its top 16 bits.
- *
- * @param {bigint} kid
- * @returns {number}
- */
-export function kidSecretId(kid) {
-  return Number(checkU64(kid, "kid") >> 48n);
-}
-
-// ---------------------------------------------------------------------------------------
-// Header encoding, RFC 9605 §4.3 (protocol.md §5)
 //
-//  0 1 2 3 4 5 6 7
-// +-+-+-+-+-+-+-+-+---------------------------+---------------------------+
-// |X|  K  |Y|  C  |   KID (0 or K+1 bytes)    |   CTR (0 or C+1 bytes)    |
-// +-+-+-+-+-+-+-+-+---------------------------+---------------------------+
-// ---------------------------------------------------------------------------------------
+// Five files: sframe-base.js (constants, errors, helpers), sframe-header.js (the header,
+// the clear prefix), sframe-keys.js (secret to keys, the AEADs), sframe-replay.js (the
+// replay window) and this one (contexts, senders, receivers), which re-exports the
+// public names: applications import this one only.
 
-/** Bytes a value takes after the config byte: 0 below 8, else 1 to 8 (the fewest). */
-function extraLen(v) {
-  if (v < 8n) return 0;
-  let n = 0;
-  for (; v > 0n; v >>= 8n) n++;
-  return n;
-}
+import {
+  E2eeError,
+  LIVE_KIDS,
+  MAX_REPLAY_WINDOW,
+  RETIRED_KIDS,
+  U64_MAX,
+  bigEndian,
+  checkSecretKey,
+  checkU64,
+  concat,
+  constantTimeEqual,
+  fail,
+  hexKid,
+  parseCodec,
+  suiteInfo,
+  toBytes,
+} from "./sframe-base.js";
+import { ReplayWindow } from "./sframe-replay.js";
+import { clearPrefixLength, decodeHeader, encodeHeader } from "./sframe-header.js";
+import {
+  deriveKeySalt,
+  deriveSecretKey,
+  importAeadKey,
+  kidSecretId,
+  newKid,
+  open,
+  seal,
+  secretId,
+} from "./sframe-keys.js";
 
-/** The 4-bit half of the config byte for a value of `n` extra bytes. */
-const nibble = (v, n) => (n === 0 ? Number(v) : 0x08 | (n - 1));
-
-/**
- * The SFrame header for (kid, ctr), in its minimal encoding (RFC 9605 §4.3): a value
- * below 8 sits in the config byte, a larger one follows big-endian in the fewest bytes.
- *
- * @param {bigint} kid 0 to 2^64 - 1
- * @param {bigint} ctr 0 to 2^64 - 1
- * @returns {Uint8Array} 1 to 17 bytes
- */
-export function encodeHeader(kid, ctr) {
-  checkU64(kid, "kid");
-  checkU64(ctr, "ctr");
-  const kn = extraLen(kid);
-  const cn = extraLen(ctr);
-  const config = Uint8Array.of((nibble(kid, kn) << 4) | nibble(ctr, cn));
-  return concat(config, bigEndian(kid, kn), bigEndian(ctr, cn));
-}
-
-/** One field announced by a config nibble: `{value, n}`, or null if truncated or not
- * minimal. */
-function decodeField(half, bytes, at) {
-  if ((half & 0x08) === 0) return { value: BigInt(half), n: 0 };
-  const n = (half & 0x07) + 1;
-  if (at + n > bytes.length) return null; // truncated
-  const value = readBigEndian(bytes, at, n);
-  if (extraLen(value) !== n) return null; // non-minimal (protocol.md §5)
-  return { value, n };
-}
-
-/**
- * Parses the SFrame header at `bytes[offset]`.  Only the minimal encoding is accepted,
- * as by the core (protocol.md §5): `80 05` and `09 00 10` are refused.
- *
- * @param {Uint8Array} bytes
- * @param {number} [offset=0]
- * @returns {{kid: bigint, ctr: bigint, length: number} | null} `length` is the header's
- *   size in bytes; null when the header is empty, truncated or not minimal
- */
-export function decodeHeader(bytes, offset = 0) {
-  bytes = toBytes(bytes);
-  if (!Number.isInteger(offset) || offset < 0) {
-    throw new RangeError("offset must be a non-negative integer");
-  }
-  if (offset >= bytes.length) return null;
-  const config = bytes[offset];
-  const kid = decodeField(config >> 4, bytes, offset + 1);
-  if (!kid) return null;
-  const ctr = decodeField(config & 0x0f, bytes, offset + 1 + kid.n);
-  if (!ctr) return null;
-  return { kid: kid.value, ctr: ctr.value, length: 1 + kid.n + ctr.n };
-}
-
-// ---------------------------------------------------------------------------------------
-// Codec clear prefix (protocol.md §4)
-// ---------------------------------------------------------------------------------------
-
-/**
- * How many leading bytes of an encoded frame stay in clear (and are authenticated as
- * SFrame metadata), protocol.md §4:
- * - VP8 key frame (`frame[0] & 1 == 0`, RFC 6386 §9.1): 10 (frame tag, start code,
- *   dimensions);
- * - VP8 inter frame: 3 (frame tag);
- * - Opus: 1 (the TOC byte, RFC 6716 §3.1).
- *
- * @param {"vp8"|"opus"} codec (the MIME forms `video/VP8`, `audio/opus` work too)
- * @param {Uint8Array} frame
- * @returns {number}
- * @throws {E2eeError} `code = "FrameTooShort"` for a frame shorter than its prefix
- *   (an empty frame never fits)
- */
-export function clearPrefixLength(codec, frame) {
-  codec = parseCodec(codec);
-  frame = toBytes(frame, "frame");
-  let needed = 1;
-  if (codec === "vp8") needed = frame.length > 0 && (frame[0] & 0x01) === 0 ? 10 : 3;
-  if (frame.length < needed) {
-    throw fail("FrameTooShort", `${codec} frame of ${frame.length} bytes, ${needed} are needed`);
-  }
-  return needed;
-}
-
-// ---------------------------------------------------------------------------------------
-// Key schedule and AEADs (RFC 9605 §4.4, §4.5)
-// ---------------------------------------------------------------------------------------
-
-/**
- * `sframe_key` and `sframe_salt` of one KID, RFC 9605 §4.4.2:
- *
- *     sframe_secret = HKDF-Extract("", base_key)
- *     sframe_key    = HKDF-Expand(sframe_secret, "SFrame 1.0 Secret key "  || KID || suite, Nk)
- *     sframe_salt   = HKDF-Expand(sframe_secret, "SFrame 1.0 Secret salt " || KID || suite, Nn)
- *
- * with KID a 64-bit and the suite a 16-bit big-endian integer, and the suite's hash.
- * Low level, for vectors and tests; frames go through {@link SFrameContext}.
- *
- * @param {number} suite 5 or 6
- * @param {Uint8Array} baseKey
- * @param {bigint} kid
- * @returns {Promise<{key: Uint8Array, salt: Uint8Array}>}
- */
-export async function deriveKeySalt(suite, baseKey, kid) {
-  const s = suiteInfo(suite);
-  baseKey = toBytes(baseKey, "base key");
-  const context = concat(bigEndian(checkU64(kid, "kid"), 8), bigEndian(BigInt(s.id), 2));
-  const key = await hkdf(s.hash, baseKey, concat(utf8(KEY_LABEL), context), s.nk);
-  const salt = await hkdf(s.hash, baseKey, concat(utf8(SALT_LABEL), context), s.nn);
-  return { key, salt };
-}
-
-/** The suite's AEAD key as non-extractable CryptoKeys. CTR-HMAC (RFC 9605 §4.5.1):
- * `enc_key = key[..Nka]`, `auth_key = key[Nka..]`. */
-async function importAeadKey(s, key) {
-  if (key.length !== s.nk) throw fail("InvalidLength", `an ${s.name} key is ${s.nk} bytes`);
-  if (s.aead === "gcm") {
-    return { gcm: await subtle().importKey("raw", key, "AES-GCM", false, ["encrypt", "decrypt"]) };
-  }
-  const [enc, auth] = await Promise.all([
-    subtle().importKey("raw", key.subarray(0, s.nka), "AES-CTR", false, ["encrypt", "decrypt"]),
-    subtle().importKey("raw", key.subarray(s.nka), { name: "HMAC", hash: s.hash }, false, ["sign"]),
-  ]);
-  return { enc, auth };
-}
-
-/** AES-CTR from the counter block `nonce || 00 00 00 00`, incrementing its low 32 bits
- * (RFC 9605 §4.5.1).  WebCrypto's `length: 32` is exactly that; the plaintext cap keeps
- * the counter from wrapping (WebCrypto would refuse a wrap anyway). */
-async function aesCtr(key, nonce, data) {
-  const counter = concat(nonce, new Uint8Array(4));
-  return new Uint8Array(await subtle().encrypt({ name: "AES-CTR", counter, length: 32 }, key, data));
-}
-
-/**
- * The CTR-HMAC tag (RFC 9605 §4.5.1):
- * `truncate(HMAC(auth_key, len(AAD) || len(CT) || Nt || nonce || AAD || CT), Nt)`, the
- * three lengths as 64-bit big-endian integers.  WebCrypto's HMAC has no truncation, so
- * the full MAC is computed and cut here.
- */
-async function ctrHmacTag(s, authKey, nonce, aad, ct) {
-  const lengths = [aad.length, ct.length, s.nt].map((n) => bigEndian(BigInt(n), 8));
-  const input = concat(...lengths, nonce, aad, ct);
-  const mac = new Uint8Array(await subtle().sign("HMAC", authKey, input));
-  return mac.slice(0, s.nt);
-}
-
-/** `ct || tag`. */
-async function seal(s, keys, nonce, aad, plaintext) {
-  if (plaintext.length > MAX_PLAINTEXT_LEN) {
-    throw fail("InvalidLength", `plaintext of ${plaintext.length} bytes is too long for an SFrame`);
-  }
-  if (s.aead === "gcm") {
-    const params = { name: "AES-GCM", iv: nonce, additionalData: aad, tagLength: 128 };
-    return new Uint8Array(await subtle().encrypt(params, keys.gcm, plaintext));
-  }
-  const ct = await aesCtr(keys.enc, nonce, plaintext);
-  return concat(ct, await ctrHmacTag(s, keys.auth, nonce, aad, ct));
-}
-
-/** The plaintext of `ct || tag`, only if the tag authenticates; else AuthenticationFailed.
- * Opaque on purpose: the error never says what failed. */
-async function open(s, keys, nonce, aad, sealed) {
-  const authFailed = () => fail("AuthenticationFailed", "the frame did not authenticate");
-  if (sealed.length < s.nt) throw fail("InvalidLength", "shorter than a tag");
-  if (s.aead === "gcm") {
-    const params = { name: "AES-GCM", iv: nonce, additionalData: aad, tagLength: 128 };
-    try {
-      return new Uint8Array(await subtle().decrypt(params, keys.gcm, sealed));
-    } catch {
-      throw authFailed(); // WebCrypto's GCM releases no plaintext on failure
-    }
-  }
-  const ct = sealed.subarray(0, sealed.length - s.nt);
-  const tag = sealed.subarray(sealed.length - s.nt);
-  // Tag first, then decrypt: nothing is decrypted for a forged frame.  WebCrypto's
-  // HMAC verify refuses truncated MACs, hence our own comparison without early exit.
-  const expected = await ctrHmacTag(s, keys.auth, nonce, aad, ct);
-  if (!constantTimeEqual(expected, tag)) throw authFailed();
-  return aesCtr(keys.enc, nonce, ct);
-}
-
-/**
- * The suite's bare AEAD (RFC 9605 §4.5) with an explicit key (Nk bytes), nonce (12) and
- * AAD: `ct || tag`.  Low level, for vectors; frames go through {@link SFrameContext}.
- *
- * @param {number} suite
- * @param {Uint8Array} key
- * @param {Uint8Array} nonce
- * @param {Uint8Array} aad
- * @param {Uint8Array} plaintext
- * @returns {Promise<Uint8Array>}
- */
-export async function aeadEncrypt(suite, key, nonce, aad, plaintext) {
-  const s = suiteInfo(suite);
-  const n = checkNonce(s, nonce);
-  const keys = await importAeadKey(s, toBytes(key, "key"));
-  return seal(s, keys, n, toBytes(aad, "aad"), toBytes(plaintext, "plaintext"));
-}
-
-/**
- * The inverse of {@link aeadEncrypt}.
- *
- * @returns {Promise<Uint8Array>} the plaintext
- * @throws {E2eeError} `code = "AuthenticationFailed"`
- */
-export async function aeadDecrypt(suite, key, nonce, aad, sealed) {
-  const s = suiteInfo(suite);
-  const n = checkNonce(s, nonce);
-  const keys = await importAeadKey(s, toBytes(key, "key"));
-  return open(s, keys, n, toBytes(aad, "aad"), toBytes(sealed, "ciphertext"));
-}
-
-function checkNonce(s, nonce) {
-  const n = toBytes(nonce, "nonce");
-  if (n.length !== s.nn) throw fail("InvalidLength", `a nonce is ${s.nn} bytes`);
-  return n;
-}
+export {
+  E2eeError,
+  LIVE_KIDS,
+  MAX_ITERATIONS,
+  MAX_REPLAY_WINDOW,
+  MAX_SECRET_CHARS,
+  MAX_SESSION_ID_LEN,
+  MIN_ITERATIONS,
+  MIN_SECRET_CHARS,
+  RETIRED_KIDS,
+  SUITES,
+} from "./sframe-base.js";
+export { clearPrefixLength, decodeHeader, encodeHeader } from "./sframe-header.js";
+export {
+  aeadDecrypt,
+  aeadEncrypt,
+  deriveKeySalt,
+  deriveSecretKey,
+  kidSecretId,
+  newKid,
+  normalizeSecret,
+  secretId,
+} from "./sframe-keys.js";
 
 // ---------------------------------------------------------------------------------------
 // SFrameContext: one KID's key (RFC 9605 §4.4)
@@ -765,53 +278,6 @@ export class FrameSender {
     const clear = frame.slice(0, n);
     const sframe = await ctx.encrypt(ctr, clear, frame.subarray(n));
     return concat(clear, sframe);
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// Replay window, RFC 3711 §3.3.2 (protocol.md §6)
-// ---------------------------------------------------------------------------------------
-
-/** The highest CTR accepted and a bitmap of the `width` CTRs at and below it (bit i:
- * `top - i` was accepted).  Updated only after a frame authenticated. */
-class ReplayWindow {
-  constructor(width) {
-    this.width = BigInt(width);
-    this.top = null;
-    this.seen = 0n;
-  }
-
-  /** A window for a KID whose bitmap was lost: every CTR up to `top` counts as seen. */
-  static resume(width, top) {
-    const w = new ReplayWindow(width);
-    if (width > 0) {
-      w.top = top;
-      w.seen = U128_MASK;
-    }
-    return w;
-  }
-
-  /** Would `ctr` be accepted?  (No change.) */
-  check(ctr) {
-    if (this.width === 0n || this.top === null || ctr > this.top) return true;
-    const age = this.top - ctr;
-    return age < this.width && ((this.seen >> age) & 1n) === 0n;
-  }
-
-  /** Records `ctr`: only after check() and authentication both succeeded. */
-  accept(ctr) {
-    if (this.width === 0n) return;
-    if (this.top === null) {
-      this.top = ctr;
-      this.seen = 1n;
-    } else if (ctr <= this.top) {
-      const age = this.top - ctr;
-      if (age < this.width) this.seen |= 1n << age;
-    } else {
-      const shift = ctr - this.top;
-      this.seen = shift >= 128n ? 1n : ((this.seen << shift) & U128_MASK) | 1n;
-      this.top = ctr;
-    }
   }
 }
 
