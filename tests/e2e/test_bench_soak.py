@@ -18,7 +18,7 @@ from e2ee.server.looplag import LoopLagProbe
 from e2ee.server.tokens import project_auth_token
 from e2ee.tools.bench.router_processes import Server
 from e2ee.tools.bench.soak_abuse import rejections
-from e2ee.tools.bench.soak_clients import Flow
+from e2ee.tools.bench.soak_flow import Flow
 from e2ee.tools.bench.soak_report import format_table
 from support.cli import e2ee
 
