@@ -70,7 +70,7 @@ def test_page_and_modules_are_served_with_their_types(plain_server: DevServer) -
     # e2ee.js is the entry point; the modules it is made of are served beside it.
     modules = ["errors", "policy", "keyring", "link", "redirect", "transforms", "peers"]
     modules += ["emitter", "session"]
-    modules += ["sframe-base", "sframe-header", "sframe-keys", "sframe-replay", "tiles"]
+    modules += ["sframe-base", "sframe-header", "sframe-keys", "sframe-replay", "tiles", "eventlog"]
     expected = {
         "e2ee.js": js,
         **{f"{module}.js": js for module in modules},

@@ -15,6 +15,7 @@
 
 import { connect, hasEndToEndEncryptionSupport } from "./e2ee.js";
 import { looksLikeSource, syntheticAudioTrack, syntheticVideoTrack, videoHalves } from "./synthetic.js";
+import { explain, logLine } from "./eventlog.js";
 import { layoutGrid, newTile, setTileState } from "./tiles.js";
 
 const $ = (id) => document.getElementById(id);
@@ -57,29 +58,11 @@ let refreshTimer = null;
 // Events and the log
 // ---------------------------------------------------------------------------------------
 
-const LOG_STYLE = {
-  encryptionSecretMismatch: "warn",
-  encryptionSecretMatch: "good",
-  decryptionError: "bad",
-  encryptionSecretMissing: "bad",
-  encryptionError: "bad",
-  disconnected: "bad",
-  rateLimited: "warn",
-  error: "bad",
-};
-
 function record(type, fields = {}, text = type) {
   const event = { type, at: Date.now(), ...fields };
   state.events.push(event);
   if (state.events.length > MAX_EVENTS) state.events.splice(0, state.events.length - MAX_EVENTS);
-  const li = document.createElement("li");
-  if (LOG_STYLE[type]) li.className = LOG_STYLE[type];
-  const time = document.createElement("time");
-  time.textContent = new Date(event.at).toLocaleTimeString([], { hour12: false });
-  li.append(time, text);
-  const log = $("log");
-  log.prepend(li);
-  while (log.children.length > 60) log.lastChild.remove();
+  logLine($("log"), event, text);
 }
 
 function nameOf(streamId) {
@@ -91,23 +74,6 @@ function setStatus(text, kind) {
   $("status-text").textContent = el.title = text;
   el.dataset.state = kind;
 }
-
-/** What the user is told for the server's reasons and error codes (e2ee.js). */
-const REASONS = {
-  force_disconnected: "removed from the call by a moderator",
-  too_slow: "this browser fell too far behind the call's messages",
-  rate_limited: "this browser sent messages too fast",
-  server_shutdown: "the server is shutting down",
-  message_too_large: "a message was too large",
-  connection_lost: "the connection was lost",
-  token_revoked: "this invitation was revoked",
-  session_deleted: "the session was deleted",
-  token_connection_limit: "this invitation is already open in too many tabs or devices",
-  participant_limit: "the session is full",
-  subscription_expired: "the server gave up waiting for this browser's answer",
-};
-
-const explain = (code, fallback) => REASONS[code] ?? fallback ?? code;
 
 /** A passing problem in the status line; "Connected" comes back after a while. */
 function warnStatus(text) {
