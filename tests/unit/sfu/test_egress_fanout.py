@@ -462,5 +462,15 @@ def test_steady_relays_skip_their_policy_until_something_changes(
         assert asked[-1] is rig.relays[0]
         assert len(asked) == 10
         assert all(len(sub.recv(4)) == 4 for sub in subs[1:])
+        # A frame for some relays only (RelayTrack.send): the steady ones left out leave
+        # the set, counted up to now, and get nothing.
+        one = rig.relays[1]
+        ntp += 1 << 32
+        group.send(RelayFrame(payloads, ntp >> 22, False, ntp), {one})
+        assert set(group.steady) == {one}
+        assert len(subs[1].recv(2)) == 2
+        assert subs[2].nothing_more()
+        assert rig.relays[2].frames_forwarded == 6
+        assert one.frames_forwarded == 7
     finally:
         rig.close()
