@@ -44,6 +44,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from e2ee import _srtp
 from e2ee.rtc import compat, srtp
 from e2ee.sfu.egress import RelayTrack
+from e2ee.sfu.egress_fanout import FanoutGroup
 from e2ee.sfu.frames import RelayFrame, Totals
 from e2ee.sfu.policy import FrameGate
 
@@ -253,13 +254,18 @@ def _per_relay_send(relays: list[dict[str, Any]], frame: RelayFrame) -> None:
         r["bytes"] += frame.size
 
 
-@pytest.mark.parametrize("path", ["per-relay", "fanout-gso", "fanout-no-gso"])
+@pytest.mark.parametrize(
+    "path", ["per-relay", "fanout-gso", "fanout-no-gso", "fanout-gso-policy-every-frame"]
+)
 def test_relay_frame_fanout(
     benchmark: BenchmarkFixture, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     """One 4-packet video frame to FANOUT_SUBSCRIBERS subscribers: the per-subscriber Rust
     calls of before against one :class:`e2ee._srtp.Fanout` call (with and without GSO).
-    ``extra_info["us_per_packet"]``: the median divided by the packets sent."""
+    The fan-out's relays are steady after the first frame (no Python per relay);
+    ``...-policy-every-frame`` keeps them out of the steady set, so each relay's policy
+    runs every frame, as before it.  ``extra_info["us_per_packet"]``: the median divided
+    by the packets sent."""
     benchmark.group = f"relay-fanout-{FANOUT_SUBSCRIBERS}"
     loop = asyncio.new_event_loop()
     subs = _Subscribers(loop, FANOUT_SUBSCRIBERS)
@@ -307,7 +313,9 @@ def test_relay_frame_fanout(
         monkeypatch.setattr(srtp, "rust_sender", lambda s, protect: paths[s.id][3])
         monkeypatch.setattr(compat, "note_rtp_sent", lambda *a: None)
         group = forwarder.fan_out
-        group.fanout.gso = path == "fanout-gso"
+        group.fanout.gso = path.startswith("fanout-gso")
+        if path.endswith("policy-every-frame"):
+            monkeypatch.setattr(FanoutGroup, "_enter", lambda self, relay: None)
         op = lambda: group.send(frame, forwarder.relays)  # noqa: E731
     try:
         benchmark.pedantic(op, rounds=400, warmup_rounds=5, setup=subs.drain)
@@ -321,4 +329,7 @@ def test_relay_frame_fanout(
     if forwarder is not None:
         stats = [r.stats() for r in forwarder.relays]
         assert all(s["fanout"] and s["packets_mmsg"] == s["packets_forwarded"] for s in stats)
-        assert all(s["gso"] is (path == "fanout-gso") for s in stats)
+        assert all(s["gso"] is path.startswith("fanout-gso") for s in stats)
+        assert len(forwarder.fan_out.steady) == (
+            0 if path.endswith("policy-every-frame") else FANOUT_SUBSCRIBERS
+        )
