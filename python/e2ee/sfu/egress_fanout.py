@@ -152,8 +152,9 @@ class FanoutGroup:
         if fanout is None or not (batch or steady_legs):
             return
         try:
+            # The cached list of steady legs as it is, unless slow relays go direct too.
             problems = fanout.send(
-                steady_legs + direct if steady_legs else direct,
+                steady_legs + direct if steady_legs and direct else steady_legs or direct,
                 buffered,
                 frame.payloads,
                 frame.timestamp,
@@ -178,10 +179,10 @@ class FanoutGroup:
         totals.frames_forwarded += count
         totals.bytes_forwarded += frame.size * count
         totals.packets_forwarded += n * count
-        troubled = set()
+        # Relays with a problem this frame (before _problem may drop their legs).
+        troubled = [self.legs[leg] for leg, _ in problems] if problems and direct else ()
         for leg, outcome in problems:
             relay = self.legs[leg]
-            troubled.add(relay)
             if relay in steady:
                 self._leave(relay)
             self._problem(relay, outcome, n)
@@ -206,18 +207,23 @@ class FanoutGroup:
     def _enter(self, relay: RelayTrack) -> None:
         """``relay``'s frame went straight to its socket: steady, if nothing else is
         pending for it."""
+        if self._may_be_steady(relay):
+            self.steady[relay] = self.steady_sent.copy()
+            self._steady_legs = None
+
+    @staticmethod
+    def _may_be_steady(relay: RelayTrack) -> bool:
+        """Whether ``relay``'s policy has nothing to decide: it has a leg and a path, waits
+        for no key frame, and its transport is open and holds nothing."""
         path = relay.path
-        if (
+        return not (
             relay.leg is None
             or path is None
             or relay.gate.need_keyframe
             or relay.ended
-            or not udp.direct_send_ok(path[1])
             or relay.backlog()
-        ):
-            return
-        self.steady[relay] = self.steady_sent.copy()
-        self._steady_legs = None
+            or not udp.direct_send_ok(path[1])
+        )
 
     def _leave(self, relay: RelayTrack) -> None:
         """``relay`` goes back to its policy every frame, with its counts folded in."""
@@ -249,13 +255,7 @@ class FanoutGroup:
         for relay in list(self.steady):
             self.catch_up(relay)
             relay.note_sr(frame.ntp_timestamp)
-            path = relay.path
-            if (
-                path is None
-                or relay.gate.need_keyframe
-                or relay.backlog()
-                or not udp.direct_send_ok(path[1])
-            ):
+            if not self._may_be_steady(relay):
                 self._leave(relay)
 
     def _problem(self, relay: RelayTrack, outcome: list[bytes] | int | str, n: int) -> None:

@@ -367,12 +367,8 @@ impl GcmKey {
             }
         }
         let _ = imp;
-        if let Some(from) = from {
-            if from.len() != buf.len() {
-                buf.fill(0);
-                return tag;
-            }
-            buf.copy_from_slice(from);
+        if !plaintext_in_place(from, buf) {
+            return tag;
         }
         let nonce = lc::Nonce::assume_unique_for_key(*nonce);
         let sealed = join_aad(header, metadata, |aad| {
@@ -386,6 +382,22 @@ impl GcmKey {
             Err(_) => buf.fill(0),
         }
         tag
+    }
+}
+
+/// For a cipher that works in place: copies the plaintext `from`, if given, into `buf`.
+/// `false`, with `buf` zeroed, when `from` is not `buf`'s length (fail closed).
+fn plaintext_in_place(from: Option<&[u8]>, buf: &mut [u8]) -> bool {
+    match from {
+        Some(from) if from.len() != buf.len() => {
+            buf.fill(0);
+            false
+        }
+        Some(from) => {
+            buf.copy_from_slice(from);
+            true
+        }
+        None => true,
     }
 }
 
@@ -488,12 +500,8 @@ impl AeadKey {
         let mut tag = [0u8; MAX_TAG_LEN];
         match self {
             AeadKey::CtrHmac { ctr, mac, nt } => {
-                if let Some(from) = from {
-                    if from.len() != buf.len() {
-                        buf.fill(0);
-                        return tag;
-                    }
-                    buf.copy_from_slice(from);
+                if !plaintext_in_place(from, buf) {
+                    return tag;
                 }
                 let choice = backend::choice();
                 ctr.xor(choice.ctr(buf.len()), nonce, buf);
